@@ -1,0 +1,265 @@
+/*
+ * s2.h — the C core of the Lua client for S2 (s2.dev), readable as its documentation.
+ *
+ * Layers, each in its own file, each with one job:
+ *
+ *   s2_buf.c       growable byte buffer
+ *   s2_error.c     error values: server JSON error bodies, retry classification
+ *   s2_proto.c     protobuf codec of the S2 v1 messages, metered bytes, batch validation
+ *   s2_endpoint.c  endpoint parsing and URL building ({basin} host templates, s2-basin header)
+ *   s2_http.c      unary HTTP through libcurl, with retries and backoff
+ *   lua_s2.c       the Lua binding (s2.core); the only file that includes lua.h
+ *
+ * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
+ * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an
+ * s2_error is a plain value. Every allocation is checked and failure reported as
+ * S2_E_NOMEM. Nothing in the core touches a lua_State.
+ */
+#ifndef S2_H
+#define S2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define S2_VERSION "0.1.0"
+
+/* ---- Limits of the S2 v1 API ------------------------------------------------------------ */
+
+#define S2_MAX_BATCH_RECORDS 1000u
+#define S2_MAX_BATCH_BYTES (1024u * 1024u) /* metered */
+#define S2_MAX_FENCING_TOKEN 36u           /* bytes of UTF-8 */
+#define S2_RECORD_OVERHEAD 8u              /* metered bytes of an empty record */
+#define S2_HEADER_OVERHEAD 2u              /* metered bytes per header, plus name and value */
+
+/* ---- Errors ----------------------------------------------------------------------------- */
+
+typedef enum s2_errkind {
+    S2_E_NONE = 0,
+    S2_E_INVALID,    /* bad input caught before anything was sent */
+    S2_E_NOMEM,      /* an allocation failed */
+    S2_E_SERVER,     /* the server answered with an error (code from its body) */
+    S2_E_TIMEOUT,    /* a deadline passed (code "timeout") */
+    S2_E_CONNECTION, /* connect, TLS or transfer failure (code "connection_failed") */
+    S2_E_PROTOCOL,   /* the server's answer could not be decoded (code "protocol_error") */
+    S2_E_CLOSED,     /* the object was closed (code "closed") */
+} s2_errkind;
+
+typedef struct s2_position {
+    uint64_t seq_num;
+    uint64_t timestamp;
+} s2_position;
+
+typedef struct s2_error {
+    s2_errkind kind;
+    int status;           /* HTTP status, 0 when there was no response */
+    bool retryable;       /* worth trying again (S2 classification, see s2_error.c) */
+    bool no_side_effects; /* provably nothing was applied: safe to retry any append */
+    char code[64];        /* "stream_not_found", "seq_num_mismatch", "timeout", ... */
+    char message[512];
+    /* 412: which append condition failed, and what the server expected. */
+    bool has_expected_seq_num;
+    bool has_expected_fencing_token;
+    uint64_t expected_seq_num;
+    char expected_fencing_token[4 * S2_MAX_FENCING_TOKEN + 1];
+    /* 416: the tail the read ran into. */
+    bool has_tail;
+    s2_position tail;
+    /* 429 and friends: the server's retry-after-ms, 0 when absent. */
+    uint64_t retry_after_ms;
+} s2_error;
+
+/* Fills err (printf-style message) and returns -1, so callers can `return s2_fail(...)`. */
+int s2_fail(s2_error *err, s2_errkind kind, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Fills err from an HTTP error response: a JSON body {"code","message"}, a 412 body
+ * {"seq_num_mismatch": n} | {"fencing_token_mismatch": "t"}, or a 416 body {"tail": {...}}.
+ * Sets retryable and no_side_effects from the code and status. Never fails: a body that is
+ * not JSON becomes the message. */
+void s2_error_from_response(s2_error *err, int status, const uint8_t *body, size_t len);
+
+/* Retry classification of a server error code at an HTTP status (S2's own table). */
+void s2_error_classify(s2_error *err);
+
+/* ---- Growable buffer -------------------------------------------------------------------- */
+
+typedef struct s2_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} s2_buf;
+
+void s2_buf_init(s2_buf *b);
+void s2_buf_free(s2_buf *b);
+int s2_buf_reserve(s2_buf *b, size_t extra); /* 0, or -1 when out of memory */
+int s2_buf_append(s2_buf *b, const void *p, size_t n);
+int s2_buf_append_str(s2_buf *b, const char *s);
+
+/* ---- Records and messages (s2_proto.c) ---------------------------------------------------
+ * Decoded messages point into the buffer they were decoded from (no copies of bodies):
+ * keep that buffer alive while using them. Arrays are owned by the message and released by
+ * its _free function. */
+
+typedef struct s2_header {
+    const uint8_t *name;
+    size_t name_len;
+    const uint8_t *value;
+    size_t value_len;
+} s2_header;
+
+typedef struct s2_record {
+    bool has_timestamp;
+    uint64_t timestamp;
+    const s2_header *headers;
+    size_t num_headers;
+    const uint8_t *body;
+    size_t body_len;
+} s2_record;
+
+typedef struct s2_append_input {
+    const s2_record *records;
+    size_t num_records;
+    bool has_match_seq_num;
+    uint64_t match_seq_num;
+    const char *fencing_token; /* NULL: no condition; "" is a valid token */
+    size_t fencing_token_len;
+    /* owned arrays, set by s2_append_input_decode only */
+    s2_record *owned_records;
+    s2_header *owned_headers;
+} s2_append_input;
+
+typedef struct s2_append_ack {
+    s2_position start; /* first record */
+    s2_position end;   /* seq_num: last record + 1; timestamp: last record's */
+    s2_position tail;  /* next seq_num of the stream (may be past end) */
+} s2_append_ack;
+
+typedef struct s2_sequenced_record {
+    uint64_t seq_num;
+    uint64_t timestamp;
+    const s2_header *headers;
+    size_t num_headers;
+    const uint8_t *body;
+    size_t body_len;
+} s2_sequenced_record;
+
+typedef struct s2_read_batch {
+    s2_sequenced_record *records;
+    size_t num_records;
+    bool has_tail;
+    s2_position tail;
+    s2_header *owned_headers;
+} s2_read_batch;
+
+/* Metered size: 8 + 2 * headers + sum of name, value and body lengths. */
+size_t s2_record_metered_bytes(const s2_record *r);
+
+/* Checks the batch limits (1..1000 records, <= 1 MiB metered, fencing token <= 36 bytes).
+ * On success *metered (if not NULL) is the batch's metered size. */
+int s2_append_input_validate(const s2_append_input *in, size_t *metered, s2_error *err);
+
+/* Encoding writes exactly _encoded_len bytes; the caller sizes the buffer, so a batch is
+ * written once, straight into its wire buffer. */
+size_t s2_append_input_encoded_len(const s2_append_input *in);
+void s2_append_input_encode(const s2_append_input *in, uint8_t *out);
+int s2_append_input_decode(const uint8_t *p, size_t len, s2_append_input *out, s2_error *err);
+void s2_append_input_free(s2_append_input *in);
+
+#define S2_APPEND_ACK_MAX_LEN 96u
+size_t s2_append_ack_encode(const s2_append_ack *ack, uint8_t out[S2_APPEND_ACK_MAX_LEN]);
+int s2_append_ack_decode(const uint8_t *p, size_t len, s2_append_ack *out, s2_error *err);
+
+size_t s2_read_batch_encoded_len(const s2_read_batch *b);
+void s2_read_batch_encode(const s2_read_batch *b, uint8_t *out);
+int s2_read_batch_decode(const uint8_t *p, size_t len, s2_read_batch *out, s2_error *err);
+void s2_read_batch_free(s2_read_batch *b);
+
+/* ---- Endpoints (s2_endpoint.c) -----------------------------------------------------------
+ * Accepted forms: "host", "host:port", "http(s)://host[:port][/path]". No scheme means
+ * https, except for localhost and 127.0.0.1 (http). No path means "/v1". A basin endpoint
+ * whose host starts with "{basin}." is a template: the basin name goes into the host and
+ * no s2-basin header is sent; any other basin endpoint gets the s2-basin header. */
+
+typedef struct s2_endpoint {
+    bool https;
+    bool basin_template; /* host begins with "{basin}." */
+    char host[256];      /* without the template prefix */
+    int port;
+    char path[256]; /* no trailing slash, e.g. "/v1" */
+} s2_endpoint;
+
+int s2_endpoint_parse(const char *text, s2_endpoint *out, s2_error *err);
+
+/* Builds "scheme://host:port/path" + suffix into b (basin: NULL for account scope). */
+int s2_endpoint_url(const s2_endpoint *ep, const char *basin, const char *suffix, s2_buf *b);
+
+/* Percent-encodes a path segment or query value (RFC 3986 unreserved kept). */
+int s2_buf_append_urlencoded(s2_buf *b, const uint8_t *s, size_t n);
+
+/* ---- Unary HTTP (s2_http.c) ---------------------------------------------------------------
+ * One s2_http per client: it owns a curl handle whose connections are reused between calls.
+ * Not thread-safe: one thread (the Lua state that owns the client) uses it at a time. */
+
+typedef enum s2_append_retry_policy {
+    S2_RETRY_ALL = 0,         /* retry appends on any retryable error (may duplicate) */
+    S2_RETRY_NO_SIDE_EFFECTS, /* retry appends only when nothing can have been applied */
+} s2_append_retry_policy;
+
+typedef struct s2_config {
+    const char *access_token;
+    s2_endpoint account;
+    s2_endpoint basin;
+    double request_timeout;    /* seconds, per attempt */
+    double connection_timeout; /* seconds */
+    unsigned max_attempts;     /* total, including the first */
+    double min_base_delay;     /* seconds */
+    double max_base_delay;     /* seconds */
+    s2_append_retry_policy append_retry_policy;
+    const char *ca_file; /* NULL: system CAs */
+} s2_config;
+
+typedef enum s2_call_kind {
+    S2_CALL_IDEMPOTENT = 0, /* reads and management: retried on any retryable error */
+    S2_CALL_APPEND,         /* retried per the append retry policy */
+} s2_call_kind;
+
+typedef struct s2_request {
+    const char *method;        /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+    const char *basin;         /* NULL: account scope */
+    const char *path;          /* after the endpoint's path, already encoded: "/streams/x" */
+    const char *content_type;  /* NULL when there is no body */
+    const char *accept;        /* NULL: application/json */
+    const uint8_t *body;
+    size_t body_len;
+    const char *request_token; /* s2-request-token, the same on every attempt; or NULL */
+    s2_call_kind kind;
+    double extra_timeout; /* added to request_timeout (a read's long-poll wait) */
+} s2_request;
+
+typedef struct s2_response {
+    int status;
+    s2_buf body;
+    char provision_result[16]; /* s2-provision-result header of ensure calls, or "" */
+    unsigned attempts;         /* how many attempts the call took */
+} s2_response;
+
+typedef struct s2_http s2_http;
+
+/* Copies what it needs from cfg (strings included). */
+s2_http *s2_http_new(const s2_config *cfg, s2_error *err);
+void s2_http_free(s2_http *h);
+
+/* Sends req, retrying per cfg. Returns 0 with a 2xx response in resp, or -1 with err
+ * (a non-2xx answer is an S2_E_SERVER error with its status). resp->body must be freed
+ * with s2_buf_free either way. */
+int s2_http_call(s2_http *h, const s2_request *req, s2_response *resp, s2_error *err);
+
+/* The backoff before retry n (0-based): base = min(min * 2^n, max), plus jitter in
+ * [0, base); at least retry_after_ms when the server asked for it. In seconds. */
+double s2_backoff_delay(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms);
+
+/* 16 random bytes as 32 hex chars + NUL: s2-request-token values. */
+int s2_random_token(char out[33]);
+
+#endif /* S2_H */

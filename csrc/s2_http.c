@@ -1,0 +1,317 @@
+/* s2_http.c — unary HTTP calls through libcurl, with S2's retry rules.
+ *
+ * One curl easy handle per client keeps its connections (and HTTP/2 sessions) alive
+ * between calls. A call runs on the caller's thread; nothing here is shared with the I/O
+ * thread of sessions, so there is no lock. */
+#include <curl/curl.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "s2.h"
+
+#define MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a unary answer is at most a few MiB */
+
+struct s2_http {
+    s2_config cfg; /* string fields point at the copies below */
+    char *access_token;
+    char *ca_file;
+    CURL *curl;
+    uint64_t rng; /* xorshift state for backoff jitter */
+    s2_buf url;   /* scratch, reused between calls */
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_result;
+
+/* curl_global_init is not thread-safe; run it exactly once per process. */
+static void curl_init_once(void) {
+    curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static char *dupstr(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+s2_http *s2_http_new(const s2_config *cfg, s2_error *err) {
+    pthread_once(&curl_once, curl_init_once);
+    if (curl_init_result != CURLE_OK) {
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "libcurl could not be initialised: %s",
+                curl_easy_strerror(curl_init_result));
+        return NULL;
+    }
+    s2_http *h = calloc(1, sizeof *h);
+    if (!h) goto nomem;
+    h->cfg = *cfg;
+    h->access_token = dupstr(cfg->access_token ? cfg->access_token : "");
+    h->ca_file = dupstr(cfg->ca_file);
+    h->curl = curl_easy_init();
+    if (!h->access_token || (cfg->ca_file && !h->ca_file) || !h->curl) goto nomem;
+    h->cfg.access_token = h->access_token;
+    h->cfg.ca_file = h->ca_file;
+    h->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)h;
+    if (!h->rng) h->rng = 0x9E3779B97F4A7C15ull;
+    s2_buf_init(&h->url);
+    return h;
+nomem:
+    s2_http_free(h);
+    s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory creating a client");
+    return NULL;
+}
+
+void s2_http_free(s2_http *h) {
+    if (!h) return;
+    if (h->curl) curl_easy_cleanup(h->curl);
+    free(h->access_token);
+    free(h->ca_file);
+    s2_buf_free(&h->url);
+    free(h);
+}
+
+static double jitter01(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return (double)(x >> 11) / (double)(1ull << 53);
+}
+
+static double backoff(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms, uint64_t *rng) {
+    double base = cfg->min_base_delay;
+    for (unsigned i = 0; i < retry && base < cfg->max_base_delay; i++) base *= 2;
+    if (base > cfg->max_base_delay) base = cfg->max_base_delay;
+    double d = base + base * jitter01(rng);
+    double after = (double)retry_after_ms / 1000.0;
+    return after > d ? after : d;
+}
+
+double s2_backoff_delay(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms) {
+    uint64_t rng = (uint64_t)time(NULL) * 2654435761u + retry + 1;
+    return backoff(cfg, retry, retry_after_ms, &rng);
+}
+
+static void sleep_seconds(double s) {
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+int s2_random_token(char out[33]) {
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1) return -1;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[32] = 0;
+    return 0;
+}
+
+typedef struct {
+    s2_response *resp;
+    uint64_t retry_after_ms;
+    bool too_big;
+} call_state;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+    call_state *cs = ud;
+    size_t len = size * n;
+    if (cs->resp->body.len + len > MAX_RESPONSE_BYTES) {
+        cs->too_big = true;
+        return 0; /* aborts the transfer */
+    }
+    return s2_buf_append(&cs->resp->body, p, len) == 0 ? len : 0;
+}
+
+/* Header names are case-insensitive; values end at CR/LF. */
+static bool header_is(const char *line, size_t len, const char *name, const char **value,
+                      size_t *vlen) {
+    size_t n = strlen(name);
+    if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':') return false;
+    const char *v = line + n + 1;
+    const char *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t')) v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+    *value = v;
+    *vlen = (size_t)(end - v);
+    return true;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+    call_state *cs = ud;
+    size_t len = size * n;
+    const char *v;
+    size_t vlen;
+    if (header_is(p, len, "retry-after-ms", &v, &vlen)) {
+        uint64_t ms = 0;
+        for (size_t i = 0; i < vlen && v[i] >= '0' && v[i] <= '9' && ms < 86400000u; i++)
+            ms = ms * 10 + (uint64_t)(v[i] - '0');
+        cs->retry_after_ms = ms;
+    } else if (header_is(p, len, "s2-provision-result", &v, &vlen)) {
+        size_t m = vlen < sizeof cs->resp->provision_result - 1 ? vlen
+                                                                : sizeof cs->resp->provision_result - 1;
+        memcpy(cs->resp->provision_result, v, m);
+        cs->resp->provision_result[m] = 0;
+    }
+    return len;
+}
+
+/* Maps a failed transfer to an error. A failure before the connection was up cannot have
+ * had a side effect. */
+static int transfer_error(s2_http *h, CURLcode rc, const char *errbuf, s2_error *err) {
+    curl_off_t connect_us = 0;
+    curl_easy_getinfo(h->curl, CURLINFO_CONNECT_TIME_T, &connect_us);
+    const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    switch (rc) {
+    case CURLE_OUT_OF_MEMORY:
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory in libcurl");
+    case CURLE_OPERATION_TIMEDOUT:
+        s2_fail(err, S2_E_TIMEOUT, "timeout", "request timed out: %s", detail);
+        err->retryable = true;
+        err->no_side_effects = connect_us == 0;
+        return -1;
+    case CURLE_COULDNT_CONNECT:
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "could not connect: %s", detail);
+        err->retryable = true;
+        err->no_side_effects = true;
+        return -1;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "%s", detail);
+        err->no_side_effects = true;
+        return -1;
+    case CURLE_WRITE_ERROR:
+        return s2_fail(err, S2_E_PROTOCOL, "protocol_error", "response too large or unreadable");
+    default:
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "%s", detail);
+        err->retryable = true;
+        err->no_side_effects = connect_us == 0;
+        return -1;
+    }
+}
+
+static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_error *err) {
+    const s2_config *cfg = &h->cfg;
+    const s2_endpoint *ep = req->basin ? &cfg->basin : &cfg->account;
+    CURL *c = h->curl;
+    call_state cs = {resp, 0, false};
+    char errbuf[CURL_ERROR_SIZE] = {0};
+    char line[512];
+    struct curl_slist *hdrs = NULL, *tmp;
+    int rc = -1;
+
+    resp->body.len = 0;
+    resp->status = 0;
+    resp->provision_result[0] = 0;
+    h->url.len = 0;
+    if (s2_endpoint_url(ep, req->basin, req->path, &h->url) != 0) goto nomem;
+
+#define ADD_HEADER(...)                                                                        \
+    do {                                                                                       \
+        snprintf(line, sizeof line, __VA_ARGS__);                                              \
+        if (!(tmp = curl_slist_append(hdrs, line))) goto nomem;                                \
+        hdrs = tmp;                                                                            \
+    } while (0)
+
+    ADD_HEADER("authorization: Bearer %s", cfg->access_token);
+    ADD_HEADER("accept: %s", req->accept ? req->accept : "application/json");
+    if (req->content_type) ADD_HEADER("content-type: %s", req->content_type);
+    if (req->basin && !ep->basin_template) ADD_HEADER("s2-basin: %s", req->basin);
+    if (req->request_token) ADD_HEADER("s2-request-token: %s", req->request_token);
+    ADD_HEADER("expect:"); /* no 100-continue round trip before a body */
+#undef ADD_HEADER
+
+    curl_easy_reset(c); /* keeps live connections and caches */
+    curl_easy_setopt(c, CURLOPT_URL, (const char *)h->url.data);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "s2-lua/" S2_VERSION);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, ""); /* gzip/zstd answers, decoded by curl */
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
+                     ep->https ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(cfg->connection_timeout * 1000));
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                     (long)((cfg->request_timeout + req->extra_timeout) * 1000));
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &cs);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &cs);
+    if (cfg->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, cfg->ca_file);
+    if (strcmp(req->method, "GET") == 0) {
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
+        if (req->body || strcmp(req->method, "DELETE") != 0) {
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        }
+    }
+
+    CURLcode cr = curl_easy_perform(c);
+    if (cr != CURLE_OK) {
+        if (cs.too_big) s2_fail(err, S2_E_PROTOCOL, "protocol_error", "response over %u bytes",
+                                MAX_RESPONSE_BYTES);
+        else transfer_error(h, cr, errbuf, err);
+        goto done;
+    }
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    resp->status = (int)status;
+    if (status >= 200 && status < 300) {
+        rc = 0;
+    } else {
+        s2_error_from_response(err, (int)status, resp->body.data, resp->body.len);
+        err->retry_after_ms = cs.retry_after_ms;
+    }
+    goto done;
+nomem:
+    s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory building a request");
+done:
+    curl_slist_free_all(hdrs);
+    /* The handle must not keep pointers into this frame or the caller's request. */
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    return rc;
+}
+
+int s2_http_call(s2_http *h, const s2_request *req, s2_response *resp, s2_error *err) {
+    const s2_config *cfg = &h->cfg;
+    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
+    s2_buf_init(&resp->body);
+    for (unsigned n = 1;; n++) {
+        resp->attempts = n;
+        if (attempt(h, req, resp, err) == 0) return 0;
+        bool retry = err->retryable && n < max;
+        if (retry && req->kind == S2_CALL_APPEND &&
+            cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS && !err->no_side_effects)
+            retry = false;
+        if (!retry) {
+            if (n > 1) {
+                size_t len = strlen(err->message);
+                snprintf(err->message + len, sizeof err->message - len, " (after %u attempts)", n);
+            }
+            return -1;
+        }
+        sleep_seconds(backoff(cfg, n - 1, err->retry_after_ms, &h->rng));
+    }
+}

@@ -1,0 +1,71 @@
+--- Basin: stream management within one basin.
+local core = require "s2.core"
+local util = require "s2.util"
+local stream_mod = require "s2.stream"
+
+local Basin = {}
+Basin.__index = Basin
+
+function Basin.new(client, name)
+  return setmetatable({ client = client, name = name }, Basin)
+end
+
+function Basin:stream(name)
+  util.check_string("basin:stream", "name", name, 2)
+  return stream_mod.new(self, name)
+end
+
+local function stream_path(name)
+  return "/streams/" .. util.urlencode(name)
+end
+
+function Basin:_json(method, path, body, request_token, want_provision)
+  return self.client:_json(method, path, body, self.name, request_token, want_provision)
+end
+
+local function check_config(fname, config)
+  if config ~= nil and type(config) ~= "table" then
+    error(("%s: config must be a table, got %s"):format(fname, type(config)), 3)
+  end
+end
+
+function Basin:create_stream(name, config)
+  util.check_string("basin:create_stream", "name", name, 2)
+  check_config("basin:create_stream", config)
+  return self:_json("POST", "/streams", { stream = name, config = config }, core.random_token())
+end
+
+--- Creates the stream or brings its config in line; second result: "created", "updated"
+-- or "noop".
+function Basin:ensure_stream(name, config)
+  util.check_string("basin:ensure_stream", "name", name, 2)
+  check_config("basin:ensure_stream", config)
+  return self:_json("PUT", stream_path(name), config or {}, nil, true)
+end
+
+function Basin:delete_stream(name)
+  util.check_string("basin:delete_stream", "name", name, 2)
+  local ok, err = self:_json("DELETE", stream_path(name))
+  if not ok then return nil, err end
+  return true
+end
+
+function Basin:list_streams(opts)
+  local Client = require "s2.client"
+  opts = util.check_options("basin:list_streams", opts, Client.LIST_OPTIONS, 2)
+  return self:_json("GET", "/streams" .. util.query(opts, Client.LIST_KEYS))
+end
+
+function Basin:get_stream_config(name)
+  util.check_string("basin:get_stream_config", "name", name, 2)
+  return self:_json("GET", stream_path(name))
+end
+
+function Basin:reconfigure_stream(name, changes)
+  util.check_string("basin:reconfigure_stream", "name", name, 2)
+  check_config("basin:reconfigure_stream", changes)
+  return self:_json("PATCH", stream_path(name), changes or {})
+end
+
+Basin.stream_path = stream_path
+return Basin

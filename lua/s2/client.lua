@@ -1,0 +1,155 @@
+--- Client: configuration, connections, and account-level (basin) management.
+local core = require "s2.core"
+local util = require "s2.util"
+local basin_mod = require "s2.basin"
+
+local Client = {}
+Client.__index = Client
+
+local OPTIONS = util.set {
+  "access_token", "account_endpoint", "basin_endpoint", "request_timeout",
+  "connection_timeout", "retry", "compression", "ca_file",
+}
+local RETRY_OPTIONS = util.set {
+  "max_attempts", "min_base_delay", "max_base_delay", "append_retry_policy",
+}
+local DEFAULT_ACCOUNT_ENDPOINT = "https://a.s2.dev/v1"
+local DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.s2.dev/v1"
+
+local function positive(fname, name, v, dflt)
+  if v == nil then return dflt end
+  if type(v) ~= "number" or v ~= v or v <= 0 then
+    error(("%s: %s must be a positive number of seconds, got %s"):format(fname, name,
+      tostring(v)), 4)
+  end
+  return v
+end
+
+local function env(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+function Client.new(opts)
+  local F = "s2.client"
+  opts = util.check_options(F, opts, OPTIONS, 2)
+  local retry = util.check_options(F .. ": retry", opts.retry, RETRY_OPTIONS, 2)
+  local token = opts.access_token or env "S2_ACCESS_TOKEN"
+  if token == nil then
+    error(F .. ": access_token is required (or set S2_ACCESS_TOKEN)", 2)
+  end
+  util.check_string(F, "access_token", token, 2)
+  local max_attempts = retry.max_attempts or 3
+  if type(max_attempts) ~= "number" or max_attempts < 1 or max_attempts % 1 ~= 0
+      or max_attempts > 100 then
+    error(F .. ": retry.max_attempts must be an integer from 1 to 100, got "
+      .. tostring(max_attempts), 2)
+  end
+  local policy = retry.append_retry_policy or "all"
+  if policy ~= "all" and policy ~= "no_side_effects" then
+    error(F .. ": retry.append_retry_policy must be \"all\" or \"no_side_effects\", got "
+      .. tostring(policy), 2)
+  end
+  local compression = opts.compression or "none"
+  if compression ~= "none" and compression ~= "zstd" and compression ~= "gzip" then
+    error(F .. ": compression must be \"none\", \"zstd\" or \"gzip\", got "
+      .. tostring(compression), 2)
+  end
+  local cfg = {
+    access_token = token,
+    account_endpoint = opts.account_endpoint or env "S2_ACCOUNT_ENDPOINT" or DEFAULT_ACCOUNT_ENDPOINT,
+    basin_endpoint = opts.basin_endpoint or env "S2_BASIN_ENDPOINT" or DEFAULT_BASIN_ENDPOINT,
+    request_timeout = positive(F, "request_timeout", opts.request_timeout, 5),
+    connection_timeout = positive(F, "connection_timeout", opts.connection_timeout, 3),
+    max_attempts = max_attempts,
+    min_base_delay = positive(F, "retry.min_base_delay", retry.min_base_delay, 0.1),
+    max_base_delay = positive(F, "retry.max_base_delay", retry.max_base_delay, 1),
+    append_retry_policy = policy,
+    ca_file = opts.ca_file,
+  }
+  local ok, handle, err = pcall(core.client, cfg)
+  if not ok then error(F .. ": " .. tostring(handle), 2) end
+  if not handle then return nil, err end
+  return setmetatable({ core = handle, config = cfg, compression = compression }, Client)
+end
+
+function Client:basin(name)
+  util.check_string("client:basin", "name", name, 2)
+  return basin_mod.new(self, name)
+end
+
+--- Closes the client's connections. Using it afterwards is an error.
+function Client:close()
+  self.core:close()
+end
+Client.__close = Client.close
+
+-- One JSON management call. Returns the decoded body (or true for an empty one) | nil, err.
+-- With want_provision, a successful call returns the s2-provision-result header as well
+-- ("created", "updated" or "noop"); otherwise success never has a second value.
+function Client:_json(method, path, body, basin, request_token, want_provision)
+  local status, resp, provision = self.core:request {
+    method = method, path = path, basin = basin, request_token = request_token,
+    body = body ~= nil and util.json_encode(body) or nil,
+    content_type = body ~= nil and "application/json" or nil,
+  }
+  if not status then return nil, resp end
+  local value, err = true, nil
+  if resp ~= "" then value, err = util.json_decode(resp) end
+  if value == nil then
+    return nil, require("s2.error").new("protocol_error", "bad JSON from server: " .. tostring(err))
+  end
+  if want_provision then return value, provision end
+  return value
+end
+
+local LIST_OPTIONS = util.set { "prefix", "start_after", "limit" }
+local LIST_KEYS = { "prefix", "start_after", "limit" }
+
+local function check_config(fname, config)
+  if config ~= nil and type(config) ~= "table" then
+    error(("%s: config must be a table, got %s"):format(fname, type(config)), 3)
+  end
+end
+
+function Client:create_basin(name, config)
+  util.check_string("client:create_basin", "name", name, 2)
+  check_config("client:create_basin", config)
+  return self:_json("POST", "/basins", { basin = name, config = config }, nil, core.random_token())
+end
+
+--- Creates the basin or brings its config in line; second result: "created", "updated"
+-- or "noop".
+function Client:ensure_basin(name, config)
+  util.check_string("client:ensure_basin", "name", name, 2)
+  check_config("client:ensure_basin", config)
+  return self:_json("PUT", "/basins/" .. util.urlencode(name), { config = config }, nil, nil, true)
+end
+
+function Client:delete_basin(name)
+  util.check_string("client:delete_basin", "name", name, 2)
+  local ok, err = self:_json("DELETE", "/basins/" .. util.urlencode(name))
+  if not ok then return nil, err end
+  return true
+end
+
+function Client:list_basins(opts)
+  opts = util.check_options("client:list_basins", opts, LIST_OPTIONS, 2)
+  return self:_json("GET", "/basins" .. util.query(opts, LIST_KEYS))
+end
+
+function Client:get_basin_config(name)
+  util.check_string("client:get_basin_config", "name", name, 2)
+  return self:_json("GET", "/basins/" .. util.urlencode(name))
+end
+
+function Client:reconfigure_basin(name, changes)
+  util.check_string("client:reconfigure_basin", "name", name, 2)
+  check_config("client:reconfigure_basin", changes)
+  return self:_json("PATCH", "/basins/" .. util.urlencode(name), changes or {})
+end
+
+Client.LIST_OPTIONS = LIST_OPTIONS
+Client.LIST_KEYS = LIST_KEYS
+return Client

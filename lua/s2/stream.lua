@@ -1,0 +1,46 @@
+--- Stream: appends, reads and the tail of one stream.
+local util = require "s2.util"
+
+local Stream = {}
+Stream.__index = Stream
+
+function Stream.new(basin, name)
+  return setmetatable({ basin = basin, client = basin.client, name = name }, Stream)
+end
+
+local APPEND_OPTIONS = util.set { "match_seq_num", "fencing_token" }
+local READ_OPTIONS = util.set {
+  "seq_num", "timestamp", "tail_offset", "clamp", "count", "bytes", "until", "wait",
+}
+
+--- Appends one batch (1..1000 records, at most 1 MiB metered) atomically.
+-- Returns the ack { start =, ["end"] =, tail = } or nil, err.
+function Stream:append(records, opts)
+  util.check_options("stream:append", opts, APPEND_OPTIONS, 2)
+  if type(records) ~= "table" then
+    error(("stream:append: records must be a table (an array of records), got %s")
+      :format(type(records)), 2)
+  end
+  local ok, ack, err = pcall(self.client.core.append, self.client.core, self.basin.name,
+    self.name, records, opts)
+  if not ok then error("stream:append: " .. tostring(ack), 2) end
+  return ack, err
+end
+
+--- One unary read. Returns { records = {...}, tail = } or nil, err.
+function Stream:read(opts)
+  opts = util.check_options("stream:read", opts, READ_OPTIONS, 2)
+  local ok, batch, err = pcall(self.client.core.read, self.client.core, self.basin.name,
+    self.name, opts)
+  if not ok then error("stream:read: " .. tostring(batch), 2) end
+  return batch, err
+end
+
+--- The next sequence number to be assigned, and the timestamp of the last record.
+function Stream:check_tail()
+  local body, err = self.basin:_json("GET", self.basin.stream_path(self.name) .. "/records/tail")
+  if not body then return nil, err end
+  return body.tail
+end
+
+return Stream

@@ -1,0 +1,75 @@
+--- Small helpers shared by the Lua layer: option checking, URL encoding, JSON.
+local cjson = require("cjson").new() -- a private instance: no shared global settings
+
+local M = {}
+
+--- Raises when opts has a key not in `allowed` (a set), naming the function and the key.
+function M.check_options(fname, opts, allowed, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("%s: options must be a table, got %s"):format(fname, type(opts)), (level or 2) + 1)
+  end
+  for k in pairs(opts) do
+    if not allowed[k] then
+      local names = {}
+      for name in pairs(allowed) do names[#names + 1] = name end
+      table.sort(names)
+      error(("%s: unknown option '%s' (known: %s)"):format(fname, tostring(k),
+        table.concat(names, ", ")), (level or 2) + 1)
+    end
+  end
+  return opts
+end
+
+function M.set(list)
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
+function M.check_string(fname, what, v, level)
+  if type(v) ~= "string" or v == "" then
+    error(("%s: %s must be a non-empty string, got %s"):format(fname, what,
+      type(v) == "string" and "an empty string" or type(v)), (level or 2) + 1)
+  end
+  return v
+end
+
+function M.urlencode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+--- Query string from a table of optional parameters (keys sorted for stable URLs).
+function M.query(params, keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = params[k]
+    if v ~= nil then parts[#parts + 1] = k .. "=" .. M.urlencode(tostring(v)) end
+  end
+  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
+end
+
+-- JSON null becomes nil, and whole floats become integers (cjson gives floats on 5.4).
+local function clean(v)
+  if v == cjson.null then return nil end
+  if type(v) == "number" and math.type and math.type(v) == "float" then
+    return math.tointeger(v) or v
+  end
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = clean(x) end
+  end
+  return v
+end
+
+function M.json_decode(s)
+  if s == nil or s == "" then return {} end
+  local ok, v = pcall(cjson.decode, s)
+  if not ok then return nil, v end
+  return clean(v)
+end
+
+function M.json_encode(v)
+  return cjson.encode(v)
+end
+
+return M

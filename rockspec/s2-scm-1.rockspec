@@ -1,0 +1,46 @@
+rockspec_format = "3.0"
+package = "s2"
+version = "scm-1"
+source = {
+  url = "git+https://github.com/s2-streamstore/s2-lua.git",
+}
+description = {
+  summary = "Lua client for S2, the durable streams API",
+  detailed = [[
+    A C core (protobuf and S2S codecs, HTTP via libcurl and nghttp2, an I/O thread per
+    client) with a small Lua layer: single-batch appends, reads, management, and (coming)
+    append sessions, a batching producer and read sessions.
+  ]],
+  homepage = "https://s2.dev",
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+external_dependencies = {
+  CURL = { library = "curl" },
+  NGHTTP2 = { header = "nghttp2/nghttp2.h", library = "nghttp2" },
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["s2.core"] = {
+      sources = {
+        "csrc/s2_buf.c", "csrc/s2_error.c", "csrc/s2_proto.c", "csrc/s2_endpoint.c",
+        "csrc/s2_http.c", "csrc/lua_s2.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "curl", "nghttp2", "ssl", "crypto", "pthread" },
+      incdirs = { "$(CURL_INCDIR)", "$(NGHTTP2_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(NGHTTP2_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+    },
+    ["s2"] = "lua/s2/init.lua",
+    ["s2.error"] = "lua/s2/error.lua",
+    ["s2.util"] = "lua/s2/util.lua",
+    ["s2.client"] = "lua/s2/client.lua",
+    ["s2.basin"] = "lua/s2/basin.lua",
+    ["s2.stream"] = "lua/s2/stream.lua",
+  },
+}
