@@ -40,6 +40,9 @@ INST_LUADIR ?= $(shell $(PKG_CONFIG) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/nu
 
 BUSTED   ?= $(LUA) /usr/bin/busted
 WITH_S2  = scripts/with-s2-lite.sh
+# Scripts run straight from the checkout.
+IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
+
 
 .PHONY: all deps test unit demo examples install clean
 
@@ -64,7 +67,7 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@$(WITH_S2) $(LUA) examples/quickstart.lua
+	@$(IN_TREE) $(WITH_S2) $(LUA) examples/quickstart.lua
 
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2

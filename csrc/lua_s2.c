@@ -484,6 +484,19 @@ static int l_parse_endpoint(lua_State *L) {
     return 1;
 }
 
+/* backoff_delay(min_base, max_base, retry, retry_after_ms) -> seconds (for tests) */
+static int l_backoff_delay(lua_State *L) {
+    s2_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.min_base_delay = luaL_checknumber(L, 1);
+    cfg.max_base_delay = luaL_checknumber(L, 2);
+    lua_Integer retry = luaL_checkinteger(L, 3);
+    lua_Integer after = luaL_optinteger(L, 4, 0);
+    luaL_argcheck(L, retry >= 0 && after >= 0, 3, "must be >= 0");
+    lua_pushnumber(L, s2_backoff_delay(&cfg, (unsigned)retry, (uint64_t)after));
+    return 1;
+}
+
 static int l_random_token(lua_State *L) {
     char tok[33];
     if (s2_random_token(tok) != 0) return luaL_error(L, "no randomness available for a request token");
@@ -759,6 +772,7 @@ static const luaL_Reg module_funcs[] = {
     {"error_from_response", l_error_from_response},
     {"random_token", l_random_token},
     {"parse_endpoint", l_parse_endpoint},
+    {"backoff_delay", l_backoff_delay},
     {"client", l_client},
     {NULL, NULL},
 };

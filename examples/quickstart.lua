@@ -39,8 +39,8 @@ end
 for _, record in ipairs(batch.records) do
   local headers = {}
   for _, h in ipairs(record.headers) do headers[#headers + 1] = h[1] .. "=" .. h[2] end
-  print(("  seq_num %d  timestamp %d  %-14q %s"):format(record.seq_num, record.timestamp,
-    record.body, table.concat(headers, " ")))
+  print(("  seq_num %d  timestamp %d  %-16s %s"):format(record.seq_num, record.timestamp,
+    ("%q"):format(record.body), table.concat(headers, " ")))
 end
 
 local tail = assert(stream:check_tail())

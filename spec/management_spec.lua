@@ -150,12 +150,16 @@ describe("management", function()
 
     it("ensure creates a missing basin and is idempotent on an existing one", function()
       local name = H.unique_name("bensure")
-      local info = must(client:ensure_basin(name, NO_AUTO_CREATE))
+      local info, err, result = client:ensure_basin(name, NO_AUTO_CREATE)
+      assert.is_nil(err)
       assert.are.equal(name, info.name)
+      assert.are.equal("created", result)
       assert.are_not.equal(true, must(client:get_basin_config(name)).create_stream_on_append)
 
-      info = must(client:ensure_basin(name, NO_AUTO_CREATE))
+      info, err, result = client:ensure_basin(name, NO_AUTO_CREATE)
+      assert.is_nil(err)
       assert.are.equal(name, info.name)
+      assert.are.equal("noop", result)
 
       -- ensure with another config brings the basin to that config
       must(client:ensure_basin(name, { create_stream_on_append = true }))

@@ -35,8 +35,7 @@ function Basin:create_stream(name, config)
   return self:_json("POST", "/streams", { stream = name, config = config }, core.random_token())
 end
 
---- Creates the stream or brings its config in line; second result: "created", "updated"
--- or "noop".
+--- Creates the stream or brings its config in line: info, nil, "created" | "updated" | "noop".
 function Basin:ensure_stream(name, config)
   util.check_string("basin:ensure_stream", "name", name, 2)
   check_config("basin:ensure_stream", config)

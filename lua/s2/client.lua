@@ -86,8 +86,8 @@ end
 Client.__close = Client.close
 
 -- One JSON management call. Returns the decoded body (or true for an empty one) | nil, err.
--- With want_provision, a successful call returns the s2-provision-result header as well
--- ("created", "updated" or "noop"); otherwise success never has a second value.
+-- With want_provision, a successful call also returns, third, the s2-provision-result
+-- header ("created", "updated" or "noop"); success never has a second value.
 function Client:_json(method, path, body, basin, request_token, want_provision)
   local status, resp, provision = self.core:request {
     method = method, path = path, basin = basin, request_token = request_token,
@@ -100,7 +100,7 @@ function Client:_json(method, path, body, basin, request_token, want_provision)
   if value == nil then
     return nil, require("s2.error").new("protocol_error", "bad JSON from server: " .. tostring(err))
   end
-  if want_provision then return value, provision end
+  if want_provision then return value, nil, provision end
   return value
 end
 
@@ -119,8 +119,7 @@ function Client:create_basin(name, config)
   return self:_json("POST", "/basins", { basin = name, config = config }, nil, core.random_token())
 end
 
---- Creates the basin or brings its config in line; second result: "created", "updated"
--- or "noop".
+--- Creates the basin or brings its config in line: info, nil, "created" | "updated" | "noop".
 function Client:ensure_basin(name, config)
   util.check_string("client:ensure_basin", "name", name, 2)
   check_config("client:ensure_basin", config)
