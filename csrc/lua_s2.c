@@ -16,9 +16,12 @@
 
 #include "compat.h"
 #include "s2.h"
+#include <unistd.h>
 
 #define ERROR_MT lua_upvalueindex(1)
 #define CLIENT_MT "s2.core.client"
+#define SESSION_MT "s2.core.append_session"
+#define TICKET_MT "s2.core.ticket"
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
@@ -466,6 +469,64 @@ static int l_error_from_response(lua_State *L) {
     return 1;
 }
 
+static s2_compression check_compression(lua_State *L, int idx) {
+    const char *c = luaL_optstring(L, idx, "none");
+    if (strcmp(c, "zstd") == 0) return S2_COMPRESSION_ZSTD;
+    if (strcmp(c, "gzip") == 0) return S2_COMPRESSION_GZIP;
+    if (strcmp(c, "none") != 0) luaL_error(L, "compression: expected \"none\", \"zstd\" or \"gzip\"");
+    return S2_COMPRESSION_NONE;
+}
+
+/* encode_frame(payload [, flags [, compression]]) -> bytes (flags: terminal 0x80 etc.) */
+static int l_encode_frame(lua_State *L) {
+    size_t len;
+    const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    lua_Integer flags = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, flags >= 0 && flags <= 255, 2, "flags must be a byte");
+    s2_compression c = check_compression(L, 3);
+    s2_buf b;
+    s2_buf_init(&b);
+    s2_error err;
+    if (s2_frame_encode(p, len, (uint8_t)flags, c, &b, &err) != 0) return fail(L, &err);
+    lua_pushlstring(L, (const char *)b.data, b.len);
+    s2_buf_free(&b);
+    return 1;
+}
+
+/* decode_frames(bytes) -> { {terminal=, reconnect=, payload=, status=}, ... }, rest_len
+ *   | nil, err   (rest_len: bytes of an incomplete last frame) */
+static int l_decode_frames(lua_State *L) {
+    size_t len;
+    const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
+    s2_frame_decoder *d = lua_newuserdatauv(L, sizeof *d, 0); /* scratch: see below */
+    s2_frame_decoder_init(d);
+    s2_error err;
+    if (s2_frame_feed(d, p, len, &err) != 0) {
+        s2_frame_decoder_free(d);
+        return fail(L, &err);
+    }
+    lua_newtable(L);
+    s2_frame f;
+    int rc, n = 0;
+    /* Nothing below raises except on Lua OOM, so the decoder's buffers are freed below. */
+    while ((rc = s2_frame_next(d, &f, &err)) > 0) {
+        lua_createtable(L, 0, 4);
+        lua_pushboolean(L, f.terminal);
+        lua_setfield(L, -2, "terminal");
+        lua_pushboolean(L, f.reconnect);
+        lua_setfield(L, -2, "reconnect");
+        lua_pushlstring(L, (const char *)f.payload, f.len);
+        lua_setfield(L, -2, "payload");
+        if (f.terminal) set_int(L, "status", (uint64_t)f.status);
+        lua_rawseti(L, -2, ++n);
+    }
+    size_t rest = d->in.len - d->off;
+    s2_frame_decoder_free(d);
+    if (rc < 0) return fail(L, &err);
+    lua_pushinteger(L, (lua_Integer)rest);
+    return 2;
+}
+
 /* parse_endpoint(text) -> { https, host, port, path, basin_template } | nil, err */
 static int l_parse_endpoint(lua_State *L) {
     s2_endpoint ep;
@@ -506,12 +567,30 @@ static int l_random_token(lua_State *L) {
 
 /* ---- client ------------------------------------------------------------------------------ */
 
+/* A client: unary calls run on the caller's thread (http); sessions on the runtime's I/O
+ * thread, created with the first session. Both belong to the process that made them. */
 typedef struct client_ud {
     s2_http *http;
+    s2_runtime *rt;
+    pid_t pid;
 } client_ud;
+
+/* A forked child must not use (or free) its parent's connections and thread: it leaves
+ * them alone and starts its own on next use. */
+static void client_after_fork(client_ud *c) {
+    if (c->pid == getpid()) return;
+    if (c->http) {
+        s2_error err;
+        s2_http *fresh = s2_http_new(s2_http_config(c->http), &err);
+        c->http = fresh; /* the parent's handle is abandoned, not freed: its sockets are shared */
+    }
+    c->rt = NULL;
+    c->pid = getpid();
+}
 
 static client_ud *check_client(lua_State *L) {
     client_ud *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
     if (!c->http) luaL_error(L, "client is closed");
     return c;
 }
@@ -551,6 +630,8 @@ static int l_client(lua_State *L) {
 
     client_ud *c = lua_newuserdatauv(L, sizeof *c, 0);
     c->http = NULL;
+    c->rt = NULL;
+    c->pid = getpid();
     luaL_setmetatable(L, CLIENT_MT);
     s2_error err;
     c->http = s2_http_new(&cfg, &err);
@@ -558,10 +639,23 @@ static int l_client(lua_State *L) {
     return 1;
 }
 
+/* client:close(): ends every session (their tickets fail with "closed") and connection. */
 static int l_client_close(lua_State *L) {
     client_ud *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
+    if (c->rt) s2_runtime_shutdown(c->rt);
     s2_http_free(c->http);
     c->http = NULL;
+    return 0;
+}
+
+/* __gc: nothing refers to the client any more, so no session or ticket does either (they
+ * keep their client alive through their user values). */
+static int l_client_gc(lua_State *L) {
+    client_ud *c = luaL_checkudata(L, 1, CLIENT_MT);
+    l_client_close(L);
+    if (c->rt && c->pid == getpid()) s2_runtime_free(c->rt);
+    c->rt = NULL;
     return 0;
 }
 
@@ -753,7 +847,226 @@ static int l_client_request(lua_State *L) {
     return 3;
 }
 
+/* ---- append sessions and tickets --------------------------------------------------------- */
+
+typedef struct session_ud {
+    s2_append_session *s;
+} session_ud;
+
+typedef struct ticket_ud {
+    s2_ticket *t;
+} ticket_ud;
+
+static size_t opt_size(lua_State *L, int idx, const char *k, size_t dflt) {
+    uint64_t v = dflt;
+    opt_u64(L, idx, k, "", &v);
+    return (size_t)v;
+}
+
+/* client:append_session(basin, stream, { max_inflight_bytes, max_inflight_batches,
+ *                                        compression }) -> session | nil, err */
+static int l_client_append_session(lua_State *L) {
+    client_ud *c = check_client(L);
+    const char *basin = luaL_checkstring(L, 2);
+    const char *stream = luaL_checkstring(L, 3);
+    s2_session_options o = {0};
+    if (lua_istable(L, 4)) {
+        o.max_inflight_bytes = opt_size(L, 4, "max_inflight_bytes", 5u * 1024 * 1024);
+        o.max_inflight_batches = opt_size(L, 4, "max_inflight_batches", 0);
+        size_t len;
+        const char *comp = opt_string(L, 4, "compression", &len);
+        if (comp && strcmp(comp, "zstd") == 0) o.compression = S2_COMPRESSION_ZSTD;
+        else if (comp && strcmp(comp, "gzip") == 0) o.compression = S2_COMPRESSION_GZIP;
+        else if (comp && strcmp(comp, "none") != 0)
+            return luaL_error(L, "compression: expected \"none\", \"zstd\" or \"gzip\"");
+    } else {
+        o.max_inflight_bytes = 5u * 1024 * 1024;
+    }
+    s2_error err;
+    if (!c->rt && !(c->rt = s2_runtime_new(s2_http_config(c->http), &err))) return fail(L, &err);
+    session_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->s = NULL;
+    luaL_setmetatable(L, SESSION_MT);
+    lua_pushvalue(L, 1); /* the session keeps its client (and runtime) alive */
+    lua_setiuservalue(L, -2, 1);
+    u->s = s2_append_session_open(c->rt, basin, stream, &o, &err);
+    if (!u->s) return fail(L, &err);
+    return 1;
+}
+
+static session_ud *check_session(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
+    if (!u->s) luaL_error(L, "append session is closed");
+    return u;
+}
+
+static double opt_timeout(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return -1;
+    double t = luaL_checknumber(L, idx);
+    if (t < 0 || t != t) luaL_error(L, "timeout: must be a number of seconds >= 0");
+    return t;
+}
+
+/* session:submit(records [, opts]) -> ticket | nil, err */
+static int l_session_submit(lua_State *L) {
+    session_ud *u = check_session(L);
+    lua_settop(L, 3);
+    s2_append_input in;
+    check_append_input(L, 2, 3, &in);
+    s2_ticket *t;
+    s2_error err;
+    if (s2_append_session_submit(u->s, &in, -1, &t, &err) != 0) return fail(L, &err);
+    ticket_ud *tu = lua_newuserdatauv(L, sizeof *tu, 1);
+    tu->t = t;
+    luaL_setmetatable(L, TICKET_MT);
+    lua_pushvalue(L, 1); /* the ticket keeps its session alive */
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* session:close([timeout]) -> true | nil, err */
+static int l_session_close(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
+    if (!u->s) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    s2_error err;
+    if (s2_append_session_close(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void set_size(lua_State *L, const char *k, uint64_t v) {
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static int l_session_stats(lua_State *L) {
+    session_ud *u = check_session(L);
+    s2_session_stats st;
+    s2_append_session_stats(u->s, &st);
+    lua_createtable(L, 0, 8);
+    set_size(L, "inflight_bytes", st.inflight_bytes);
+    set_size(L, "inflight_batches", st.inflight_batches);
+    set_size(L, "peak_inflight_bytes", st.peak_inflight_bytes);
+    set_size(L, "peak_inflight_batches", st.peak_inflight_batches);
+    set_size(L, "batches_submitted", st.batches_submitted);
+    set_size(L, "batches_acked", st.batches_acked);
+    set_size(L, "batches_resent", st.batches_resent);
+    set_size(L, "reconnects", st.reconnects);
+    return 1;
+}
+
+static int l_session_gc(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
+    if (u->s) s2_append_session_release(u->s);
+    u->s = NULL;
+    return 0;
+}
+
+static ticket_ud *check_ticket(lua_State *L) {
+    return luaL_checkudata(L, 1, TICKET_MT);
+}
+
+/* Pushes the ticket's outcome: ack | nil, err | false (pending). */
+static int push_ticket_result(lua_State *L, s2_ticket *t, bool pending_is_timeout, double timeout) {
+    s2_append_ack ack;
+    s2_error err;
+    switch (s2_ticket_result(t, &ack, &err)) {
+    case S2_TICKET_OK:
+        push_ack(L, &ack);
+        return 1;
+    case S2_TICKET_FAILED:
+        return fail(L, &err);
+    default:
+        if (!pending_is_timeout) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        s2_fail(&err, S2_E_TIMEOUT, "timeout",
+                "no ack within %.3f s (the append is not cancelled and may still land)", timeout);
+        err.retryable = true;
+        return fail(L, &err);
+    }
+}
+
+/* ticket:ack([timeout]) -> ack | nil, err (blocks this thread) */
+static int l_ticket_ack(lua_State *L) {
+    ticket_ud *u = check_ticket(L);
+    double timeout = opt_timeout(L, 2);
+    s2_ticket_wait(u->t, timeout);
+    return push_ticket_result(L, u->t, true, timeout);
+}
+
+static int l_ticket_ready(lua_State *L) {
+    ticket_ud *u = check_ticket(L);
+    lua_pushboolean(L, s2_ticket_result(u->t, NULL, NULL) != S2_TICKET_PENDING);
+    return 1;
+}
+
+static int l_ticket_result(lua_State *L) {
+    return push_ticket_result(L, check_ticket(L)->t, false, 0);
+}
+
+static int l_ticket_gc(lua_State *L) {
+    ticket_ud *u = luaL_checkudata(L, 1, TICKET_MT);
+    s2_ticket_unref(u->t);
+    u->t = NULL;
+    return 0;
+}
+
+static const luaL_Reg session_methods[] = {
+    {"submit", l_session_submit},
+    {"close", l_session_close},
+    {"stats", l_session_stats},
+    {NULL, NULL},
+};
+
+static const luaL_Reg ticket_methods[] = {
+    {"ack", l_ticket_ack},
+    {"ready", l_ticket_ready},
+    {"result", l_ticket_result},
+    {NULL, NULL},
+};
+
+/* One way to build every class: methods in __index (error mt as upvalue 1), __gc, and
+ * __close doing what close() does for sessions, release for others. */
+static void register_class(lua_State *L, const char *name, const luaL_Reg *methods, int emt,
+                           lua_CFunction gc) {
+    if (!luaL_newmetatable(L, name)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_newtable(L);
+    lua_pushvalue(L, emt);
+    luaL_setfuncs(L, methods, 1);
+    lua_getfield(L, -1, "close");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, gc);
+    }
+    lua_setfield(L, -3, "__close");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+/* client:stats() -> { connections_opened, connections_open } (sessions' transport) */
+static int l_client_stats(lua_State *L) {
+    client_ud *c = check_client(L);
+    s2_runtime_stats st = {0};
+    if (c->rt) s2_runtime_get_stats(c->rt, &st);
+    lua_createtable(L, 0, 2);
+    set_size(L, "connections_opened", st.connections_opened);
+    set_size(L, "connections_open", st.connections_open);
+    return 1;
+}
+
 static const luaL_Reg client_methods[] = {
+    {"append_session", l_client_append_session},
+    {"stats", l_client_stats},
     {"append", l_client_append},
     {"read", l_client_read},
     {"request", l_client_request},
@@ -773,6 +1086,8 @@ static const luaL_Reg module_funcs[] = {
     {"random_token", l_random_token},
     {"parse_endpoint", l_parse_endpoint},
     {"backoff_delay", l_backoff_delay},
+    {"encode_frame", l_encode_frame},
+    {"decode_frames", l_decode_frames},
     {"client", l_client},
     {NULL, NULL},
 };
@@ -795,12 +1110,14 @@ int luaopen_s2_core(lua_State *L) {
         lua_pushvalue(L, emt);
         luaL_setfuncs(L, client_methods, 1);
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_client_close);
+        lua_pushcfunction(L, l_client_gc);
         lua_setfield(L, -2, "__gc");
         lua_pushcfunction(L, l_client_close);
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
+    register_class(L, SESSION_MT, session_methods, emt, l_session_gc);
+    register_class(L, TICKET_MT, ticket_methods, emt, l_ticket_gc);
 
     luaL_newlibtable(L, module_funcs);
     lua_pushvalue(L, emt);

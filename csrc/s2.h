@@ -175,6 +175,56 @@ void s2_read_batch_encode(const s2_read_batch *b, uint8_t *out);
 int s2_read_batch_decode(const uint8_t *p, size_t len, s2_read_batch *out, s2_error *err);
 void s2_read_batch_free(s2_read_batch *b);
 
+/* ---- S2S frames (s2_frame.c) -------------------------------------------------------------
+ * A frame is a 3-byte big-endian length (flag byte + payload), a flag byte, the payload.
+ * Flag: bit 7 terminal; bits 6-5 compression (0 none, 1 zstd, 2 gzip, 3 invalid);
+ * bit 4 reconnect advised. A regular payload is one protobuf message; a terminal payload is
+ * a 2-byte HTTP status and a JSON error body (never compressed). */
+
+#define S2_FRAME_MAX_LEN (2u * 1024u * 1024u) /* largest length field */
+#define S2_FRAME_HEADER_LEN 4u
+#define S2_FRAME_TERMINAL 0x80u
+#define S2_FRAME_COMPRESSION_MASK 0x60u
+#define S2_FRAME_RECONNECT 0x10u
+#define S2_COMPRESSION_THRESHOLD 1024u /* compress only payloads this big or bigger */
+
+typedef enum s2_compression {
+    S2_COMPRESSION_NONE = 0,
+    S2_COMPRESSION_ZSTD = 1,
+    S2_COMPRESSION_GZIP = 2,
+} s2_compression;
+
+/* Appends one regular frame holding the encoded AppendInput to out, compressed when asked
+ * and the message is at least S2_COMPRESSION_THRESHOLD bytes. */
+int s2_frame_append_input(const s2_append_input *in, s2_compression c, s2_buf *out,
+                          s2_error *err);
+
+/* Appends one frame with an already encoded payload (used by test servers too). */
+int s2_frame_encode(const uint8_t *payload, size_t len, uint8_t flags, s2_compression c,
+                    s2_buf *out, s2_error *err);
+
+/* Incremental decoder: feed bytes as they arrive, take frames out one at a time. */
+typedef struct s2_frame_decoder {
+    s2_buf in;       /* bytes received, not yet consumed */
+    size_t off;      /* start of the next frame in `in` */
+    s2_buf inflated; /* payload of the last frame, when it was compressed */
+} s2_frame_decoder;
+
+typedef struct s2_frame {
+    bool terminal;
+    bool reconnect;
+    const uint8_t *payload; /* valid until the next call on the decoder */
+    size_t len;
+    int status; /* terminal frames: the HTTP status; the payload is then the JSON body */
+} s2_frame;
+
+void s2_frame_decoder_init(s2_frame_decoder *d);
+void s2_frame_decoder_free(s2_frame_decoder *d);
+void s2_frame_decoder_reset(s2_frame_decoder *d); /* drop buffered bytes */
+int s2_frame_feed(s2_frame_decoder *d, const uint8_t *p, size_t n, s2_error *err);
+/* 1: *f is the next frame; 0: need more bytes; -1: malformed (err says why, bad_frame). */
+int s2_frame_next(s2_frame_decoder *d, s2_frame *f, s2_error *err);
+
 /* ---- Endpoints (s2_endpoint.c) -----------------------------------------------------------
  * Accepted forms: "host", "host:port", "http(s)://host[:port][/path]". No scheme means
  * https, except for localhost and 127.0.0.1 (http). No path means "/v1". A basin endpoint
@@ -250,6 +300,9 @@ typedef struct s2_http s2_http;
 s2_http *s2_http_new(const s2_config *cfg, s2_error *err);
 void s2_http_free(s2_http *h);
 
+/* The client's configuration (strings owned by h). */
+const s2_config *s2_http_config(const s2_http *h);
+
 /* Sends req, retrying per cfg. Returns 0 with a 2xx response in resp, or -1 with err
  * (a non-2xx answer is an S2_E_SERVER error with its status). resp->body must be freed
  * with s2_buf_free either way. */
@@ -261,5 +314,96 @@ double s2_backoff_delay(const s2_config *cfg, unsigned retry, uint64_t retry_aft
 
 /* 16 random bytes as 32 hex chars + NUL: s2-request-token values. */
 int s2_random_token(char out[33]);
+
+/* ---- Runtime, append sessions and tickets (s2_runtime.c, s2_session.c) -------------------
+ *
+ * A runtime is the I/O side of one client: a thread, started on first use, that runs an
+ * epoll loop over the client's HTTP/2 connections (nghttp2; OpenSSL for https). Callers
+ * (the Lua state that owns the client) hand it work through locked queues and read results
+ * from tickets; the thread never calls back into the caller, and never touches a lua_State.
+ *
+ * Thread model, in one place:
+ *   - runtime->mu guards every field marked "under mu" in s2_internal.h: session queues and
+ *     states, ticket states, counters. Held briefly; never across I/O or a wait.
+ *   - runtime->cond is broadcast on every change a caller may wait for (a ticket resolved,
+ *     capacity freed, a session finished). Callers wait on it; the I/O thread never does.
+ *   - Everything else of a session, and all of a connection, belongs to the I/O thread.
+ *
+ * Append session: batches go out in submission order on one HTTP/2 request stream (S2S
+ * framing); acks come back in the same order and resolve tickets FIFO. On a retryable
+ * failure the session reconnects with backoff and resends every unacked batch, under the
+ * append retry policy; when it cannot, every outstanding ticket fails with the error. */
+
+typedef struct s2_runtime s2_runtime;
+typedef struct s2_append_session s2_append_session;
+typedef struct s2_ticket s2_ticket;
+
+/* The runtime copies cfg. The thread starts with the first session. */
+s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err);
+/* Stops the thread and fails whatever is outstanding with "closed"; idempotent. Sessions
+ * and tickets stay valid (in a failed state) until released. */
+void s2_runtime_shutdown(s2_runtime *rt);
+/* Shuts down and frees; every session and ticket must have been released before. */
+void s2_runtime_free(s2_runtime *rt);
+typedef struct s2_runtime_stats {
+    uint64_t connections_opened; /* HTTP/2 connections opened so far */
+    uint64_t connections_open;   /* open now */
+} s2_runtime_stats;
+
+void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out);
+
+/* False in a forked child: a runtime belongs to the process that made it. */
+bool s2_runtime_owned(const s2_runtime *rt);
+
+typedef struct s2_session_options {
+    size_t max_inflight_bytes;   /* metered bytes admitted and not yet acked */
+    size_t max_inflight_batches; /* 0: no limit */
+    s2_compression compression;
+} s2_session_options;
+
+typedef struct s2_session_stats {
+    size_t inflight_bytes;
+    size_t inflight_batches;
+    size_t peak_inflight_bytes;
+    size_t peak_inflight_batches;
+    uint64_t batches_submitted;
+    uint64_t batches_acked;
+    uint64_t batches_resent;
+    uint64_t reconnects;
+} s2_session_stats;
+
+s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                          const s2_session_options *opts, s2_error *err);
+
+/* Validates and encodes the batch on the caller's thread, waits (up to timeout seconds; < 0
+ * forever) for capacity, then queues it. On success *ticket is a new reference. Fails fast
+ * once the session has failed or is closing. */
+int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, double timeout,
+                             s2_ticket **ticket, s2_error *err);
+
+/* Stops new submits, sends what is queued, waits for every ack (timeout < 0: forever),
+ * ends the request stream. 0 when everything was acked; -1 with the session's error. */
+int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err);
+
+void s2_append_session_stats(s2_append_session *s, s2_session_stats *out);
+
+/* Drops the caller's reference. A session not closed yet drains in the background. */
+void s2_append_session_release(s2_append_session *s);
+
+typedef enum s2_ticket_state {
+    S2_TICKET_PENDING = 0,
+    S2_TICKET_OK,
+    S2_TICKET_FAILED,
+} s2_ticket_state;
+
+/* The state now; with OK fills ack, with FAILED fills err. Never waits. */
+s2_ticket_state s2_ticket_result(s2_ticket *t, s2_append_ack *ack, s2_error *err);
+/* Waits until resolved or timeout seconds pass (< 0: forever); returns the state. */
+s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout);
+void s2_ticket_ref(s2_ticket *t);
+void s2_ticket_unref(s2_ticket *t);
+
+/* Monotonic clock, seconds. */
+double s2_now(void);
 
 #endif /* S2_H */

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "s2.h"
+#include "s2_internal.h"
 
 #define MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a unary answer is at most a few MiB */
 
@@ -67,6 +67,10 @@ nomem:
     return NULL;
 }
 
+const s2_config *s2_http_config(const s2_http *h) {
+    return &h->cfg;
+}
+
 void s2_http_free(s2_http *h) {
     if (!h) return;
     if (h->curl) curl_easy_cleanup(h->curl);
@@ -85,7 +89,7 @@ static double jitter01(uint64_t *s) {
     return (double)(x >> 11) / (double)(1ull << 53);
 }
 
-static double backoff(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms, uint64_t *rng) {
+double s2_backoff_with(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms, uint64_t *rng) {
     double base = cfg->min_base_delay;
     for (unsigned i = 0; i < retry && base < cfg->max_base_delay; i++) base *= 2;
     if (base > cfg->max_base_delay) base = cfg->max_base_delay;
@@ -96,7 +100,7 @@ static double backoff(const s2_config *cfg, unsigned retry, uint64_t retry_after
 
 double s2_backoff_delay(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms) {
     uint64_t rng = (uint64_t)time(NULL) * 2654435761u + retry + 1;
-    return backoff(cfg, retry, retry_after_ms, &rng);
+    return s2_backoff_with(cfg, retry, retry_after_ms, &rng);
 }
 
 static void sleep_seconds(double s) {
@@ -312,6 +316,6 @@ int s2_http_call(s2_http *h, const s2_request *req, s2_response *resp, s2_error 
             }
             return -1;
         }
-        sleep_seconds(backoff(cfg, n - 1, err->retry_after_ms, &h->rng));
+        sleep_seconds(s2_backoff_with(cfg, n - 1, err->retry_after_ms, &h->rng));
     }
 }

@@ -28,11 +28,12 @@ build = {
   modules = {
     ["s2.core"] = {
       sources = {
-        "csrc/s2_buf.c", "csrc/s2_error.c", "csrc/s2_proto.c", "csrc/s2_endpoint.c",
-        "csrc/s2_http.c", "csrc/lua_s2.c",
+        "csrc/s2_buf.c", "csrc/s2_error.c", "csrc/s2_proto.c", "csrc/s2_frame.c",
+        "csrc/s2_endpoint.c", "csrc/s2_http.c", "csrc/s2_session.c", "csrc/s2_runtime.c",
+        "csrc/lua_s2.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "curl", "nghttp2", "ssl", "crypto", "pthread" },
+      libraries = { "curl", "nghttp2", "ssl", "crypto", "zstd", "z", "pthread" },
       incdirs = { "$(CURL_INCDIR)", "$(NGHTTP2_INCDIR)", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(NGHTTP2_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
@@ -42,5 +43,6 @@ build = {
     ["s2.client"] = "lua/s2/client.lua",
     ["s2.basin"] = "lua/s2/basin.lua",
     ["s2.stream"] = "lua/s2/stream.lua",
+    ["s2.session"] = "lua/s2/session.lua",
   },
 }

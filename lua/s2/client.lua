@@ -79,6 +79,11 @@ function Client:basin(name)
   return basin_mod.new(self, name)
 end
 
+--- Transport counters: connections_opened, connections_open (HTTP/2, for sessions).
+function Client:stats()
+  return self.core:stats()
+end
+
 --- Closes the client's connections. Using it afterwards is an error.
 function Client:close()
   self.core:close()

@@ -36,6 +36,11 @@ function Stream:read(opts)
   return batch, err
 end
 
+--- Opens an append session (see s2.session).
+function Stream:append_session(opts)
+  return require("s2.session").open(self, opts)
+end
+
 --- The next sequence number to be assigned, and the timestamp of the last record.
 function Stream:check_tail()
   local body, err = self.basin:_json("GET", self.basin.stream_path(self.name) .. "/records/tail")

@@ -1,0 +1,122 @@
+/* s2_internal.h — the structs shared by the runtime (I/O thread, connections) and the
+ * append session. Not part of the public C API (s2.h). Each field says who owns it:
+ * "under mu" means runtime->mu must be held; "I/O" means only the I/O thread touches it. */
+#ifndef S2_INTERNAL_H
+#define S2_INTERNAL_H
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "s2.h"
+
+typedef struct s2_conn s2_conn;
+
+struct s2_ticket {
+    atomic_int refs;
+    s2_runtime *rt;
+    s2_ticket_state state; /* under mu */
+    s2_append_ack ack;     /* under mu, valid when OK */
+    s2_error err;          /* under mu, valid when FAILED */
+};
+
+/* One submitted batch: its encoded S2S frame and the ticket it resolves. */
+typedef struct s2_batch {
+    struct s2_batch *next;
+    s2_buf frame;
+    size_t metered;
+    size_t num_records;
+    s2_ticket *ticket;
+    /* I/O */
+    bool written;    /* some of its bytes went out on the current request stream */
+    double deadline; /* ack deadline once fully written, else 0 */
+} s2_batch;
+
+typedef enum s2_session_state {
+    S2_SESSION_OPEN = 0,
+    S2_SESSION_CLOSING, /* close() called or the handle dropped: drain, then end */
+    S2_SESSION_CLOSED,  /* everything acked, stream ended */
+    S2_SESSION_FAILED,  /* failure holds the error every ticket got */
+} s2_session_state;
+
+struct s2_append_session {
+    s2_runtime *rt;
+    struct s2_append_session *next; /* runtime's list; under mu */
+    char *basin;
+    char *path; /* "/streams/<encoded>/records" after the endpoint's path */
+    s2_session_options opts;
+
+    /* under mu */
+    int refs; /* the caller's handle + the runtime's list */
+    s2_session_state state;
+    bool released;
+    s2_error failure;
+    s2_batch *pending_head, *pending_tail; /* submitted, not yet taken by the I/O thread */
+    s2_session_stats stats;                /* inflight_* count pending + unacked */
+
+    /* I/O */
+    s2_batch *inflight_head, *inflight_tail; /* taken, unacked, in submission order */
+    s2_batch *cursor;                        /* next batch to write on the stream, or NULL */
+    size_t cursor_off;
+    s2_conn *conn;
+    int32_t stream_id; /* 0: no request stream */
+    int http_status;
+    s2_buf error_body; /* body of a non-200 answer */
+    s2_frame_decoder dec;
+    bool have_last_end;
+    uint64_t last_end;
+    unsigned attempt;     /* consecutive failed attempts without an ack */
+    double retry_at;      /* when to reconnect after a failure, 0: not waiting */
+    bool eof_sent;
+};
+
+/* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
+
+/* Takes pending batches, handles close/release; may open a stream. */
+void s2_session_service(s2_append_session *s);
+/* The earliest time the session needs the loop to wake (0: none). */
+double s2_session_next_deadline(s2_append_session *s);
+/* Fires expired ack deadlines and backoff timers. */
+void s2_session_check_timers(s2_append_session *s, double now);
+/* Stream events. */
+void s2_session_on_status(s2_append_session *s, int status);
+void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n);
+void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error);
+ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags);
+/* The connection under the stream died. */
+void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err);
+/* The runtime shuts down: fail everything with err. */
+void s2_session_abort(s2_append_session *s, const s2_error *err);
+/* True when the session is finished and the runtime can drop it. */
+bool s2_session_done(s2_append_session *s);
+void s2_session_free(s2_append_session *s);
+
+/* ---- provided by the runtime (s2_runtime.c) ---- */
+
+void s2_runtime_lock(s2_runtime *rt);
+void s2_runtime_unlock(s2_runtime *rt);
+void s2_runtime_broadcast(s2_runtime *rt); /* with mu held */
+/* Waits on cond with mu held, until `deadline` (monotonic seconds; < 0 forever). Returns
+ * false on timeout. */
+bool s2_runtime_wait(s2_runtime *rt, double deadline);
+void s2_runtime_wake(s2_runtime *rt); /* nudge the I/O thread */
+const s2_config *s2_runtime_config(s2_runtime *rt);
+/* Adds the session to the runtime (starting the thread if needed). */
+int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);
+/* Opens an S2S request stream for the session on a suitable connection, or -1 (err) when
+ * it cannot start one now; returns 1 when a connection is still being set up (the runtime
+ * calls s2_session_service again once it is ready). */
+int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err);
+/* Lets the stream's data provider run again (new batches, or EOF to send). */
+void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s);
+/* Resets and forgets the session's stream (no more callbacks for it). */
+void s2_runtime_cancel_stream(s2_runtime *rt, s2_append_session *s);
+double s2_runtime_backoff(s2_runtime *rt, unsigned retry, uint64_t retry_after_ms);
+
+/* The backoff formula (s2_http.c), with the caller's jitter state. */
+double s2_backoff_with(const s2_config *cfg, unsigned retry, uint64_t retry_after_ms,
+                       uint64_t *rng);
+
+#endif /* S2_INTERNAL_H */

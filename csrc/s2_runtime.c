@@ -1,0 +1,806 @@
+/* s2_runtime.c — the I/O thread of a client and its HTTP/2 connections.
+ *
+ * One thread per runtime, started with the first session. It sleeps in epoll_wait on the
+ * connections' sockets and an eventfd that callers write to when they queue work. Each
+ * turn of the loop: service every session (take queued batches, open streams), let nghttp2
+ * write what it has, wait, read, run timers, drop what is finished.
+ *
+ * Connections are keyed by authority (host:port) and shared by every session of the client
+ * up to the server's concurrent-stream limit (at most 100 here, as in the official SDKs);
+ * then another is opened. http:// speaks HTTP/2 with prior knowledge (what s2-lite serves);
+ * https:// negotiates h2 by ALPN, with certificate and host-name verification.
+ *
+ * Locking: see s2.h. This file holds runtime->mu only around the session list and state
+ * flags; nghttp2 and the sockets are touched by the I/O thread alone. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "s2_internal.h"
+
+#define WINDOW_SIZE (10 * 1024 * 1024) /* stream and connection windows, as the SDKs use */
+#define MAX_STREAMS_PER_CONN 100u
+#define READ_CHUNK (64 * 1024)
+
+typedef enum { CONN_CONNECTING, CONN_TLS, CONN_READY, CONN_DEAD } conn_state;
+
+struct s2_conn {
+    s2_conn *next;
+    s2_runtime *rt;
+    char host[300]; /* the endpoint host, with the basin prefix for {basin} templates */
+    int port;
+    bool https;
+    char authority[320];
+    int fd;
+    SSL *ssl;
+    conn_state state;
+    double connect_deadline;
+    nghttp2_session *h2;
+    unsigned streams; /* open request streams */
+    bool goaway;
+    uint32_t events; /* current epoll interest */
+    s2_buf out;      /* bytes nghttp2 produced that the socket did not take yet */
+    size_t out_off;
+};
+
+struct s2_runtime {
+    s2_config cfg; /* strings point at the copies below */
+    char *access_token;
+    char *ca_file;
+    pid_t pid;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int epfd;
+    int wakefd;
+
+    /* under mu */
+    bool started;
+    bool stopping;
+    s2_append_session *sessions;
+    s2_runtime_stats stats;
+
+    pthread_t thread; /* set once, when started */
+
+    /* I/O */
+    s2_conn *conns;
+    SSL_CTX *ssl_ctx;
+    uint64_t rng;
+};
+
+/* ---- locking and waiting ------------------------------------------------------------------ */
+
+void s2_runtime_lock(s2_runtime *rt) { pthread_mutex_lock(&rt->mu); }
+void s2_runtime_unlock(s2_runtime *rt) { pthread_mutex_unlock(&rt->mu); }
+void s2_runtime_broadcast(s2_runtime *rt) { pthread_cond_broadcast(&rt->cond); }
+const s2_config *s2_runtime_config(s2_runtime *rt) { return &rt->cfg; }
+bool s2_runtime_owned(const s2_runtime *rt) { return rt->pid == getpid(); }
+
+bool s2_runtime_wait(s2_runtime *rt, double deadline) {
+    if (deadline < 0) {
+        pthread_cond_wait(&rt->cond, &rt->mu);
+        return true;
+    }
+    double now = s2_now();
+    if (now >= deadline) return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double rest = deadline - now;
+    ts.tv_sec += (time_t)rest;
+    ts.tv_nsec += (long)((rest - (double)(time_t)rest) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&rt->cond, &rt->mu, &ts);
+    return s2_now() < deadline;
+}
+
+void s2_runtime_wake(s2_runtime *rt) {
+    uint64_t one = 1;
+    ssize_t n = write(rt->wakefd, &one, sizeof one);
+    (void)n; /* EAGAIN: the counter is saturated, the thread is awake anyway */
+}
+
+double s2_runtime_backoff(s2_runtime *rt, unsigned retry, uint64_t retry_after_ms) {
+    return s2_backoff_with(&rt->cfg, retry, retry_after_ms, &rt->rng);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
+    s2_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) goto nomem;
+    rt->epfd = rt->wakefd = -1;
+    rt->cfg = *cfg;
+    rt->access_token = strdup(cfg->access_token ? cfg->access_token : "");
+    rt->ca_file = cfg->ca_file ? strdup(cfg->ca_file) : NULL;
+    if (!rt->access_token || (cfg->ca_file && !rt->ca_file)) goto nomem;
+    rt->cfg.access_token = rt->access_token;
+    rt->cfg.ca_file = rt->ca_file;
+    rt->pid = getpid();
+    rt->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)rt ^ 0x9E3779B97F4A7C15ull;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&rt->mu, NULL);
+    rt->epfd = epoll_create1(EPOLL_CLOEXEC);
+    rt->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (rt->epfd < 0 || rt->wakefd < 0) {
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "epoll/eventfd: %s", strerror(errno));
+        s2_runtime_free(rt);
+        return NULL;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
+    return rt;
+nomem:
+    if (rt) {
+        free(rt->access_token);
+        free(rt);
+    }
+    s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory creating a runtime");
+    return NULL;
+}
+
+static void *io_main(void *arg);
+
+int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err) {
+    s2_runtime_lock(rt);
+    if (rt->stopping) {
+        s2_runtime_unlock(rt);
+        return s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
+    }
+    if (!rt->started) {
+        int rc = pthread_create(&rt->thread, NULL, io_main, rt);
+        if (rc != 0) {
+            s2_runtime_unlock(rt);
+            return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the I/O thread: %s",
+                           strerror(rc));
+        }
+        rt->started = true;
+    }
+    s->next = rt->sessions;
+    rt->sessions = s;
+    s2_runtime_unlock(rt);
+    s2_runtime_wake(rt);
+    return 0;
+}
+
+void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out) {
+    s2_runtime_lock(rt);
+    *out = rt->stats;
+    s2_runtime_unlock(rt);
+}
+
+void s2_runtime_shutdown(s2_runtime *rt) {
+    if (!rt || !s2_runtime_owned(rt)) return;
+    s2_runtime_lock(rt);
+    bool was_stopping = rt->stopping;
+    rt->stopping = true;
+    bool started = rt->started;
+    s2_runtime_unlock(rt);
+    if (was_stopping || !started) return;
+    s2_runtime_wake(rt);
+    pthread_join(rt->thread, NULL);
+}
+
+void s2_runtime_free(s2_runtime *rt) {
+    if (!rt) return;
+    if (!s2_runtime_owned(rt)) return; /* a forked child must not touch the parent's thread */
+    s2_runtime_shutdown(rt);
+    if (rt->epfd >= 0) close(rt->epfd);
+    if (rt->wakefd >= 0) close(rt->wakefd);
+    if (rt->ssl_ctx) SSL_CTX_free(rt->ssl_ctx);
+    pthread_mutex_destroy(&rt->mu);
+    pthread_cond_destroy(&rt->cond);
+    free(rt->access_token);
+    free(rt->ca_file);
+    free(rt);
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static void conn_set_events(s2_conn *c, uint32_t events) {
+    if (c->fd < 0 || c->events == events) return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    epoll_ctl(c->rt->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = events;
+}
+
+/* Marks the connection dead and tells every session that used it. The socket and nghttp2
+ * session are released by reap_conns, outside any nghttp2 callback. */
+static void conn_fail(s2_conn *c, const s2_error *err) {
+    if (c->state == CONN_DEAD) return;
+    c->state = CONN_DEAD;
+    s2_runtime_lock(c->rt);
+    s2_append_session *list = c->rt->sessions;
+    s2_runtime_unlock(c->rt);
+    for (s2_append_session *s = list; s; s = s->next)
+        if (s->conn == c) s2_session_on_conn_lost(s, err);
+}
+
+static void conn_free(s2_conn *c) {
+    s2_runtime_lock(c->rt);
+    c->rt->stats.connections_open--;
+    s2_runtime_unlock(c->rt);
+    if (c->fd >= 0) {
+        epoll_ctl(c->rt->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    if (c->ssl) SSL_free(c->ssl);
+    if (c->h2) nghttp2_session_del(c->h2);
+    s2_buf_free(&c->out);
+    free(c);
+}
+
+static unsigned conn_max_streams(s2_conn *c) {
+    if (!c->h2) return MAX_STREAMS_PER_CONN;
+    uint32_t remote = nghttp2_session_get_remote_settings(c->h2,
+                                                          NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    return remote < MAX_STREAMS_PER_CONN ? remote : MAX_STREAMS_PER_CONN;
+}
+
+/* Raw writes: TLS or plain. Returns bytes written, 0 when the socket is full, -1 on error. */
+static ssize_t conn_write(s2_conn *c, const uint8_t *p, size_t n) {
+    if (c->ssl) {
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+        if (r > 0) return r;
+        int e = SSL_get_error(c->ssl, r);
+        return (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) ? 0 : -1;
+    }
+    ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (r >= 0) return r;
+    return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+}
+
+static void conn_lost(s2_conn *c, const char *what) {
+    s2_error err;
+    s2_fail(&err, S2_E_CONNECTION, "connection_failed", "connection to %s lost: %s",
+            c->authority, what);
+    err.retryable = true;
+    conn_fail(c, &err);
+}
+
+/* Moves nghttp2's output to the socket until either is exhausted. */
+static void conn_flush(s2_conn *c) {
+    if (c->state != CONN_READY) return;
+    for (;;) {
+        if (c->out_off < c->out.len) {
+            ssize_t n = conn_write(c, c->out.data + c->out_off, c->out.len - c->out_off);
+            if (n < 0) {
+                conn_lost(c, "write failed");
+                return;
+            }
+            c->out_off += (size_t)n;
+            if (c->out_off < c->out.len) break; /* socket full */
+            c->out.len = c->out_off = 0;
+        }
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) {
+            conn_lost(c, nghttp2_strerror((int)n));
+            return;
+        }
+        if (n == 0) break;
+        ssize_t w = conn_write(c, data, (size_t)n);
+        if (w < 0) {
+            conn_lost(c, "write failed");
+            return;
+        }
+        if (w < n && s2_buf_append(&c->out, data + w, (size_t)(n - w)) != 0) {
+            conn_lost(c, "out of memory");
+            return;
+        }
+    }
+    if (c->state != CONN_READY) return;
+    conn_set_events(c, EPOLLIN | (c->out_off < c->out.len ? EPOLLOUT : 0u));
+    if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2) &&
+        c->out_off >= c->out.len)
+        conn_lost(c, "closed by the HTTP/2 session");
+}
+
+/* ---- nghttp2 callbacks ----------------------------------------------------------------------- */
+
+static s2_append_session *stream_session(nghttp2_session *h2, int32_t id) {
+    return nghttp2_session_get_stream_user_data(h2, id);
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud) {
+    (void)flags;
+    (void)ud;
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    s2_append_session *s = stream_session(h2, frame->hd.stream_id);
+    if (!s || namelen != 7 || memcmp(name, ":status", 7) != 0) return 0;
+    int status = 0;
+    for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
+    s2_session_on_status(s, status);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *ud) {
+    (void)flags;
+    (void)ud;
+    s2_append_session *s = stream_session(h2, stream_id);
+    if (s) s2_session_on_data(s, data, len);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
+                           void *ud) {
+    s2_conn *c = ud;
+    s2_append_session *s = stream_session(h2, stream_id);
+    if (!s) return 0; /* cancelled by us; already accounted */
+    nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
+    if (c->streams) c->streams--;
+    s->stream_id = 0; /* the stream is gone; the session must not reset it again */
+    s2_session_on_stream_close(s, error_code);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *ud) {
+    (void)h2;
+    s2_conn *c = ud;
+    if (frame->hd.type == NGHTTP2_GOAWAY) c->goaway = true; /* no new streams here */
+    return 0;
+}
+
+static ssize_t read_body(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t len,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud) {
+    (void)h2;
+    (void)stream_id;
+    (void)ud;
+    s2_append_session *s = src->ptr;
+    return s2_session_read_body(s, buf, len, flags);
+}
+
+static int conn_start_h2(s2_conn *c, s2_error *err) {
+    nghttp2_session_callbacks *cb;
+    nghttp2_option *opt;
+    if (nghttp2_session_callbacks_new(&cb) != 0) goto nomem;
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        goto nomem;
+    }
+    nghttp2_option_set_peer_max_concurrent_streams(opt, MAX_STREAMS_PER_CONN);
+    int rc = nghttp2_session_client_new2(&c->h2, cb, c, opt);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_option_del(opt);
+    if (rc != 0) goto nomem;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, WINDOW_SIZE},
+    };
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, WINDOW_SIZE) != 0)
+        goto nomem;
+    c->state = CONN_READY;
+    c->connect_deadline = 0;
+    return 0;
+nomem:
+    return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory starting HTTP/2");
+}
+
+/* ---- connect and TLS --------------------------------------------------------------------------- */
+
+static SSL_CTX *ssl_ctx(s2_runtime *rt, s2_error *err) {
+    if (rt->ssl_ctx) return rt->ssl_ctx;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = rt->cfg.ca_file ? SSL_CTX_load_verify_locations(ctx, rt->cfg.ca_file, NULL)
+                             : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "cannot load CA certificates%s%s",
+                rt->cfg.ca_file ? " from " : "", rt->cfg.ca_file ? rt->cfg.ca_file : "");
+        err->no_side_effects = true;
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    static const unsigned char alpn[] = "\x02h2";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    rt->ssl_ctx = ctx;
+    return ctx;
+}
+
+static int conn_tls_step(s2_conn *c) {
+    ERR_clear_error();
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        const unsigned char *proto;
+        unsigned len;
+        SSL_get0_alpn_selected(c->ssl, &proto, &len);
+        s2_error err;
+        if (len != 2 || memcmp(proto, "h2", 2) != 0) {
+            s2_fail(&err, S2_E_CONNECTION, "connection_failed",
+                    "%s did not agree to HTTP/2 (ALPN h2)", c->authority);
+            err.no_side_effects = true;
+            conn_fail(c, &err);
+            return -1;
+        }
+        if (conn_start_h2(c, &err) != 0) {
+            conn_fail(c, &err);
+            return -1;
+        }
+        conn_set_events(c, EPOLLIN | EPOLLOUT);
+        return 0;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        conn_set_events(c, EPOLLIN);
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        conn_set_events(c, EPOLLOUT);
+        return 0;
+    }
+    s2_error err;
+    long vr = SSL_get_verify_result(c->ssl);
+    if (vr != X509_V_OK) {
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed",
+                "TLS certificate verification failed for %s: %s", c->host,
+                X509_verify_cert_error_string(vr));
+    } else {
+        char buf[160];
+        ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed", "TLS handshake with %s failed: %s",
+                c->authority, buf);
+    }
+    err.no_side_effects = true; /* nothing was sent */
+    conn_fail(c, &err);
+    return -1;
+}
+
+static void conn_connected(s2_conn *c) {
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    if (soerr != 0) {
+        s2_error err;
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed", "could not connect to %s: %s",
+                c->authority, strerror(soerr));
+        err.retryable = true;
+        err.no_side_effects = true;
+        conn_fail(c, &err);
+        return;
+    }
+    s2_error err;
+    if (!c->https) {
+        if (conn_start_h2(c, &err) != 0) conn_fail(c, &err);
+        else conn_set_events(c, EPOLLIN | EPOLLOUT);
+        return;
+    }
+    SSL_CTX *ctx = ssl_ctx(c->rt, &err);
+    if (!ctx || !(c->ssl = SSL_new(ctx))) {
+        if (ctx) s2_fail(&err, S2_E_NOMEM, "out_of_memory", "cannot create a TLS session");
+        conn_fail(c, &err);
+        return;
+    }
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_tlsext_host_name(c->ssl, c->host);
+    SSL_set1_host(c->ssl, c->host);
+    c->state = CONN_TLS;
+    conn_tls_step(c);
+}
+
+static s2_conn *conn_new(s2_runtime *rt, const char *host, int port, bool https, s2_error *err) {
+    s2_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a connection");
+        return NULL;
+    }
+    c->rt = rt;
+    c->fd = -1;
+    snprintf(c->host, sizeof c->host, "%s", host);
+    c->port = port;
+    c->https = https;
+    if (port == (https ? 443 : 80)) snprintf(c->authority, sizeof c->authority, "%s", host);
+    else snprintf(c->authority, sizeof c->authority, "%s:%d", host, port);
+    s2_buf_init(&c->out);
+
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, portstr, &hints, &res); /* blocks this thread; fine for now */
+    if (rc != 0) {
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "cannot resolve %s: %s", host,
+                gai_strerror(rc));
+        err->no_side_effects = true;
+        err->retryable = rc == EAI_AGAIN;
+        free(c);
+        return NULL;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "socket: %s", strerror(errno));
+        err->retryable = err->no_side_effects = true;
+        free(c);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (rc != 0 && errno != EINPROGRESS) {
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "could not connect to %s: %s",
+                c->authority, strerror(errno));
+        err->retryable = err->no_side_effects = true;
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    c->fd = fd;
+    c->state = CONN_CONNECTING;
+    c->connect_deadline = s2_now() + rt->cfg.connection_timeout;
+    c->events = EPOLLOUT;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    epoll_ctl(rt->epfd, EPOLL_CTL_ADD, fd, &ev);
+    c->next = rt->conns;
+    rt->conns = c;
+    s2_runtime_lock(rt);
+    rt->stats.connections_opened++;
+    rt->stats.connections_open++;
+    s2_runtime_unlock(rt);
+    return c;
+}
+
+static void conn_io(s2_conn *c, uint32_t events) {
+    if (c->state == CONN_CONNECTING) {
+        conn_connected(c);
+        return;
+    }
+    if (c->state == CONN_TLS) {
+        conn_tls_step(c);
+        return;
+    }
+    if (c->state != CONN_READY) return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        uint8_t buf[READ_CHUNK];
+        for (int rounds = 0; rounds < 64 && c->state == CONN_READY; rounds++) {
+            ssize_t n;
+            if (c->ssl) {
+                ERR_clear_error();
+                int r = SSL_read(c->ssl, buf, sizeof buf);
+                if (r <= 0) {
+                    int e = SSL_get_error(c->ssl, r);
+                    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+                    conn_lost(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the server" : "TLS read failed");
+                    return;
+                }
+                n = r;
+            } else {
+                n = recv(c->fd, buf, sizeof buf, 0);
+                if (n < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+                    conn_lost(c, strerror(errno));
+                    return;
+                }
+                if (n == 0) {
+                    conn_lost(c, "closed by the server");
+                    return;
+                }
+            }
+            ssize_t used = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+            if (used < 0) {
+                conn_lost(c, nghttp2_strerror((int)used));
+                return;
+            }
+            if (!c->ssl && n < (ssize_t)sizeof buf) break;
+        }
+    }
+    conn_flush(c);
+}
+
+/* ---- streams (called from sessions on the I/O thread) ------------------------------------------ */
+
+static s2_conn *find_conn(s2_runtime *rt, const char *host, int port) {
+    for (s2_conn *c = rt->conns; c; c = c->next) {
+        if (c->state == CONN_DEAD || c->goaway || c->port != port || strcmp(c->host, host) != 0)
+            continue;
+        if (c->state != CONN_READY || c->streams < conn_max_streams(c)) return c;
+    }
+    return NULL;
+}
+
+int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) {
+    const s2_endpoint *ep = &rt->cfg.basin;
+    char host[300];
+    if (ep->basin_template) snprintf(host, sizeof host, "%s.%s", s->basin, ep->host);
+    else snprintf(host, sizeof host, "%s", ep->host);
+
+    s2_conn *c = s->conn;
+    if (!c) {
+        c = find_conn(rt, host, ep->port);
+        if (!c && !(c = conn_new(rt, host, ep->port, ep->https, err))) return -1;
+        s->conn = c;
+    }
+    if (c->state == CONN_DEAD) {
+        s->conn = NULL;
+        return s2_fail(err, S2_E_CONNECTION, "connection_failed", "connection to %s lost",
+                       c->authority);
+    }
+    if (c->state != CONN_READY) return 1;
+
+    char path[600], auth[600];
+    snprintf(path, sizeof path, "%s%s", ep->path, s->path);
+    snprintf(auth, sizeof auth, "Bearer %s", rt->cfg.access_token);
+    const char *scheme = ep->https ? "https" : "http";
+    const char *encoding = s->opts.compression == S2_COMPRESSION_ZSTD   ? "zstd"
+                           : s->opts.compression == S2_COMPRESSION_GZIP ? "gzip"
+                                                                        : NULL;
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nva[9] = {
+        NV(":method", "POST"),
+        NV(":scheme", scheme),
+        NV(":authority", c->authority),
+        NV(":path", path),
+        NV("content-type", "s2s/proto"),
+        NV("authorization", auth),
+        NV("user-agent", "s2-lua/" S2_VERSION),
+    };
+    size_t n = 7;
+    if (!ep->basin_template) nva[n++] = (nghttp2_nv)NV("s2-basin", s->basin);
+    if (encoding) nva[n++] = (nghttp2_nv)NV("accept-encoding", encoding);
+#undef NV
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nva, n, &prd, s);
+    if (id < 0) {
+        s->conn = NULL;
+        s2_fail(err, S2_E_CONNECTION, "connection_failed", "cannot open a stream: %s",
+                nghttp2_strerror(id));
+        err->retryable = err->no_side_effects = true;
+        return -1;
+    }
+    s->stream_id = id;
+    c->streams++;
+    return 0;
+}
+
+void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s) {
+    (void)rt;
+    if (s->conn && s->conn->state == CONN_READY && s->stream_id)
+        nghttp2_session_resume_data(s->conn->h2, s->stream_id);
+}
+
+void s2_runtime_cancel_stream(s2_runtime *rt, s2_append_session *s) {
+    (void)rt;
+    s2_conn *c = s->conn;
+    if (c && s->stream_id) {
+        if (c->state == CONN_READY) {
+            nghttp2_session_set_stream_user_data(c->h2, s->stream_id, NULL);
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->stream_id, NGHTTP2_CANCEL);
+        }
+        if (c->streams) c->streams--;
+    }
+    s->stream_id = 0;
+    s->conn = NULL;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------------ */
+
+static s2_append_session *session_list(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    s2_append_session *s = rt->sessions;
+    s2_runtime_unlock(rt);
+    return s;
+}
+
+/* Drops finished sessions from the list (and frees those nobody holds any more). */
+static void reap_sessions(s2_runtime *rt) {
+    for (s2_append_session *s = session_list(rt), *next; s; s = next) {
+        next = s->next;
+        if (!s2_session_done(s)) continue;
+        s2_runtime_lock(rt);
+        s2_append_session **pp = &rt->sessions;
+        while (*pp && *pp != s) pp = &(*pp)->next;
+        if (*pp) *pp = s->next;
+        bool last = --s->refs == 0;
+        s2_runtime_unlock(rt);
+        if (last) s2_session_free(s);
+    }
+}
+
+static void reap_conns(s2_runtime *rt) {
+    for (s2_conn **pp = &rt->conns; *pp;) {
+        s2_conn *c = *pp;
+        bool idle_goaway = c->state == CONN_READY && c->goaway && c->streams == 0;
+        if (c->state == CONN_DEAD || idle_goaway) {
+            *pp = c->next;
+            conn_free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+static void run_timers(s2_runtime *rt, double now) {
+    for (s2_conn *c = rt->conns; c; c = c->next) {
+        if ((c->state == CONN_CONNECTING || c->state == CONN_TLS) && c->connect_deadline &&
+            now >= c->connect_deadline) {
+            s2_error err;
+            s2_fail(&err, S2_E_TIMEOUT, "timeout", "connecting to %s timed out after %.3f s",
+                    c->authority, rt->cfg.connection_timeout);
+            err.retryable = true;
+            err.no_side_effects = true;
+            conn_fail(c, &err);
+        }
+    }
+    for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_check_timers(s, now);
+}
+
+static int next_timeout_ms(s2_runtime *rt, double now) {
+    double next = now + 1.0; /* wake at least once a second */
+    for (s2_conn *c = rt->conns; c; c = c->next)
+        if (c->connect_deadline && c->connect_deadline < next) next = c->connect_deadline;
+    for (s2_append_session *s = session_list(rt); s; s = s->next) {
+        double d = s2_session_next_deadline(s);
+        if (d && d < next) next = d;
+    }
+    double ms = (next - now) * 1000.0;
+    return ms <= 0 ? 0 : (int)ms + 1;
+}
+
+static void *io_main(void *arg) {
+    s2_runtime *rt = arg;
+    struct epoll_event events[64];
+    for (;;) {
+        s2_runtime_lock(rt);
+        bool stopping = rt->stopping;
+        s2_runtime_unlock(rt);
+        if (stopping) break;
+
+        for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_service(s);
+        for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
+        reap_sessions(rt);
+        reap_conns(rt);
+
+        int n = epoll_wait(rt->epfd, events, 64, next_timeout_ms(rt, s2_now()));
+        for (int i = 0; i < n; i++) {
+            if (!events[i].data.ptr) {
+                uint64_t v;
+                ssize_t r = read(rt->wakefd, &v, sizeof v);
+                (void)r;
+                continue;
+            }
+            conn_io(events[i].data.ptr, events[i].events);
+        }
+        run_timers(rt, s2_now());
+    }
+
+    /* Shutting down: everything outstanding fails with "closed". */
+    s2_error closed;
+    s2_fail(&closed, S2_E_CLOSED, "closed", "the client was closed");
+    for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);
+    for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
+    reap_conns(rt);
+    reap_sessions(rt);
+    return NULL;
+}

@@ -1,0 +1,547 @@
+/* s2_session.c — append sessions and their tickets.
+ *
+ * Caller side (any thread holding the session handle): submit encodes the batch into an
+ * S2S frame outside the lock, then under runtime->mu waits for capacity and queues it on
+ * `pending`. I/O side (the runtime's thread): moves pending batches to `inflight`, feeds
+ * them to the request stream, matches acks FIFO, resolves tickets under mu, and runs the
+ * retry policy when the stream fails. See s2.h for the thread model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "s2_internal.h"
+
+double s2_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- tickets ---------------------------------------------------------------------------- */
+
+static s2_ticket *ticket_new(s2_runtime *rt) {
+    s2_ticket *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    atomic_init(&t->refs, 1);
+    t->rt = rt;
+    t->state = S2_TICKET_PENDING;
+    return t;
+}
+
+void s2_ticket_ref(s2_ticket *t) {
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void s2_ticket_unref(s2_ticket *t) {
+    if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) free(t);
+}
+
+s2_ticket_state s2_ticket_result(s2_ticket *t, s2_append_ack *ack, s2_error *err) {
+    s2_runtime_lock(t->rt);
+    s2_ticket_state st = t->state;
+    if (st == S2_TICKET_OK && ack) *ack = t->ack;
+    if (st == S2_TICKET_FAILED && err) *err = t->err;
+    s2_runtime_unlock(t->rt);
+    return st;
+}
+
+s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout) {
+    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+    s2_runtime_lock(t->rt);
+    while (t->state == S2_TICKET_PENDING && s2_runtime_wait(t->rt, deadline)) {
+    }
+    s2_ticket_state st = t->state;
+    s2_runtime_unlock(t->rt);
+    return st;
+}
+
+/* under mu */
+static void ticket_fail(s2_ticket *t, const s2_error *err) {
+    if (t->state != S2_TICKET_PENDING) return;
+    t->err = *err;
+    t->state = S2_TICKET_FAILED;
+}
+
+/* ---- batches ---------------------------------------------------------------------------- */
+
+static void batch_free(s2_batch *b) {
+    if (!b) return;
+    s2_buf_free(&b->frame);
+    s2_ticket_unref(b->ticket);
+    free(b);
+}
+
+static void free_list(s2_batch *b) {
+    while (b) {
+        s2_batch *next = b->next;
+        batch_free(b);
+        b = next;
+    }
+}
+
+/* ---- open / submit / close (caller side) -------------------------------------------------- */
+
+s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                          const s2_session_options *opts, s2_error *err) {
+    s2_append_session *s = calloc(1, sizeof *s);
+    s2_buf path;
+    s2_buf_init(&path);
+    if (!s) goto nomem;
+    s->rt = rt;
+    s->opts = *opts;
+    s->basin = strdup(basin);
+    if (!s->basin || s2_buf_append_str(&path, "/streams/") != 0 ||
+        s2_buf_append_urlencoded(&path, (const uint8_t *)stream, strlen(stream)) != 0 ||
+        s2_buf_append_str(&path, "/records") != 0)
+        goto nomem;
+    s->path = (char *)path.data;
+    s->refs = 2; /* the caller's handle and the runtime's list */
+    s2_buf_init(&s->error_body);
+    s2_frame_decoder_init(&s->dec);
+    if (s2_runtime_add_session(rt, s, err) != 0) {
+        s2_session_free(s);
+        return NULL;
+    }
+    return s;
+nomem:
+    if (s) {
+        free(s->basin);
+        free(s);
+    }
+    s2_buf_free(&path);
+    s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a session");
+    return NULL;
+}
+
+/* The error a submit gets once the session no longer takes batches. under mu */
+static int refuse(s2_append_session *s, s2_error *err) {
+    if (s->state == S2_SESSION_FAILED) {
+        *err = s->failure;
+        return -1;
+    }
+    s2_fail(err, S2_E_CLOSED, "closed", "the append session is closed");
+    return -1;
+}
+
+int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, double timeout,
+                             s2_ticket **ticket, s2_error *err) {
+    size_t metered;
+    *ticket = NULL;
+    if (s2_append_input_validate(in, &metered, err) != 0) return -1;
+    s2_batch *b = calloc(1, sizeof *b);
+    if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory queuing a batch");
+    s2_buf_init(&b->frame);
+    if (s2_frame_append_input(in, s->opts.compression, &b->frame, err) != 0) {
+        batch_free(b);
+        return -1;
+    }
+    b->metered = metered;
+    b->num_records = in->num_records;
+    b->ticket = ticket_new(s->rt);
+    if (!b->ticket) {
+        batch_free(b);
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory queuing a batch");
+    }
+
+    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+    s2_runtime_lock(s->rt);
+    for (;;) {
+        if (s->state != S2_SESSION_OPEN) {
+            refuse(s, err);
+            goto refused;
+        }
+        s2_session_stats *st = &s->stats;
+        /* An empty session always takes one batch, whatever its size. */
+        bool fits = st->inflight_batches == 0 ||
+                    (st->inflight_bytes + metered <= s->opts.max_inflight_bytes &&
+                     (!s->opts.max_inflight_batches ||
+                      st->inflight_batches < s->opts.max_inflight_batches));
+        if (fits) break;
+        if (!s2_runtime_wait(s->rt, deadline)) {
+            s2_fail(err, S2_E_TIMEOUT, "timeout",
+                    "no room in the session within %.3f s (max_inflight_bytes %zu, "
+                    "max_inflight_batches %zu)",
+                    timeout, s->opts.max_inflight_bytes, s->opts.max_inflight_batches);
+            err->retryable = true;
+            goto refused;
+        }
+    }
+    s2_session_stats *st = &s->stats;
+    st->inflight_bytes += metered;
+    st->inflight_batches++;
+    st->batches_submitted++;
+    if (st->inflight_bytes > st->peak_inflight_bytes) st->peak_inflight_bytes = st->inflight_bytes;
+    if (st->inflight_batches > st->peak_inflight_batches)
+        st->peak_inflight_batches = st->inflight_batches;
+    if (s->pending_tail) s->pending_tail->next = b;
+    else s->pending_head = b;
+    s->pending_tail = b;
+    s2_ticket_ref(b->ticket);
+    *ticket = b->ticket;
+    s2_runtime_unlock(s->rt);
+    s2_runtime_wake(s->rt);
+    return 0;
+refused:
+    s2_runtime_unlock(s->rt);
+    batch_free(b);
+    return -1;
+}
+
+int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err) {
+    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+    s2_runtime_lock(s->rt);
+    if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
+    s2_runtime_unlock(s->rt);
+    s2_runtime_wake(s->rt);
+    s2_runtime_lock(s->rt);
+    while (s->state == S2_SESSION_CLOSING) {
+        if (!s2_runtime_wait(s->rt, deadline)) {
+            s2_runtime_unlock(s->rt);
+            s2_fail(err, S2_E_TIMEOUT, "timeout",
+                    "close: not every batch was acked within %.3f s (still draining)", timeout);
+            err->retryable = true;
+            return -1;
+        }
+    }
+    int rc = 0;
+    if (s->state == S2_SESSION_FAILED) {
+        *err = s->failure;
+        rc = -1;
+    }
+    s2_runtime_unlock(s->rt);
+    return rc;
+}
+
+void s2_append_session_stats(s2_append_session *s, s2_session_stats *out) {
+    s2_runtime_lock(s->rt);
+    *out = s->stats;
+    s2_runtime_unlock(s->rt);
+}
+
+void s2_append_session_release(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    s->released = true;
+    if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
+    s->refs--;
+    bool last = s->refs == 0;
+    s2_runtime_unlock(s->rt);
+    if (last) s2_session_free(s);
+    else s2_runtime_wake(s->rt);
+}
+
+void s2_session_free(s2_append_session *s) {
+    free_list(s->pending_head);
+    free_list(s->inflight_head);
+    s2_buf_free(&s->error_body);
+    s2_frame_decoder_free(&s->dec);
+    free(s->basin);
+    free(s->path);
+    free(s);
+}
+
+/* ---- I/O side ------------------------------------------------------------------------------ */
+
+static void reset_stream_state(s2_append_session *s) {
+    s->stream_id = 0;
+    s->conn = NULL;
+    s->http_status = 0;
+    s->error_body.len = 0;
+    s->eof_sent = false;
+    s2_frame_decoder_reset(&s->dec);
+    for (s2_batch *b = s->inflight_head; b; b = b->next) {
+        b->written = false;
+        b->deadline = 0;
+    }
+    s->cursor = s->inflight_head;
+    s->cursor_off = 0;
+}
+
+/* Fails the session for good: every outstanding ticket gets err; later submits too. */
+static void session_fail(s2_append_session *s, const s2_error *err) {
+    s2_runtime_cancel_stream(s->rt, s);
+    s2_runtime_lock(s->rt);
+    if (s->state != S2_SESSION_FAILED && s->state != S2_SESSION_CLOSED) {
+        s->state = S2_SESSION_FAILED;
+        s->failure = *err;
+    }
+    for (s2_batch *b = s->inflight_head; b; b = b->next) ticket_fail(b->ticket, err);
+    for (s2_batch *b = s->pending_head; b; b = b->next) ticket_fail(b->ticket, err);
+    s->stats.inflight_bytes = 0;
+    s->stats.inflight_batches = 0;
+    s2_batch *pending = s->pending_head;
+    s->pending_head = s->pending_tail = NULL;
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+    free_list(pending);
+    free_list(s->inflight_head);
+    s->inflight_head = s->inflight_tail = NULL;
+    s->retry_at = 0;
+    reset_stream_state(s);
+}
+
+void s2_session_abort(s2_append_session *s, const s2_error *err) {
+    session_fail(s, err);
+}
+
+/* One attempt failed (stream error, terminal frame, ack timeout, lost connection). Either
+ * schedule a reconnect that resends every unacked batch, or fail the session. */
+static void attempt_failed(s2_append_session *s, const s2_error *err) {
+    const s2_config *cfg = s2_runtime_config(s->rt);
+    bool any_written = false;
+    for (s2_batch *b = s->inflight_head; b; b = b->next) any_written |= b->written;
+    s2_runtime_cancel_stream(s->rt, s);
+    reset_stream_state(s);
+
+    s2_runtime_lock(s->rt);
+    bool closing = s->state == S2_SESSION_CLOSING;
+    bool idle = !s->inflight_head && !s->pending_head;
+    s2_runtime_unlock(s->rt);
+    if (idle) {
+        /* Nothing was at stake: a closing session is done, an open one reconnects when the
+         * next batch comes. */
+        if (closing) {
+            s2_runtime_lock(s->rt);
+            s->state = S2_SESSION_CLOSED;
+            s2_runtime_broadcast(s->rt);
+            s2_runtime_unlock(s->rt);
+        }
+        return;
+    }
+    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
+    bool retry = err->retryable && s->attempt + 1 < max;
+    if (retry && cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS && !err->no_side_effects &&
+        any_written)
+        retry = false; /* a resend could write the same records twice */
+    if (!retry) {
+        s2_error final = *err;
+        if (s->attempt > 0) {
+            size_t len = strlen(final.message);
+            snprintf(final.message + len, sizeof final.message - len, " (after %u attempts)",
+                     s->attempt + 1);
+        }
+        session_fail(s, &final);
+        return;
+    }
+    s->retry_at = s2_now() + s2_runtime_backoff(s->rt, s->attempt, err->retry_after_ms);
+    s->attempt++;
+    s2_runtime_lock(s->rt);
+    s->stats.reconnects++;
+    s2_runtime_unlock(s->rt);
+}
+
+void s2_session_service(s2_append_session *s) {
+    /* Take what callers queued. */
+    s2_runtime_lock(s->rt);
+    s2_batch *taken = s->pending_head;
+    s->pending_head = s->pending_tail = NULL;
+    s2_session_state state = s->state;
+    s2_runtime_unlock(s->rt);
+    if (state == S2_SESSION_FAILED || state == S2_SESSION_CLOSED) {
+        free_list(taken); /* cannot happen: failing empties pending; kept for safety */
+        return;
+    }
+    if (taken) {
+        if (s->inflight_tail) s->inflight_tail->next = taken;
+        else s->inflight_head = taken;
+        if (!s->cursor) {
+            s->cursor = taken;
+            s->cursor_off = 0;
+        }
+        while (taken->next) taken = taken->next;
+        s->inflight_tail = taken;
+    }
+    if (s->retry_at) return; /* waiting out a backoff */
+    if (!s->inflight_head && !s->stream_id) {
+        if (state == S2_SESSION_CLOSING) {
+            s2_runtime_lock(s->rt);
+            s->state = S2_SESSION_CLOSED;
+            s2_runtime_broadcast(s->rt);
+            s2_runtime_unlock(s->rt);
+        }
+        return;
+    }
+    if (!s->stream_id) {
+        s2_error err;
+        int rc = s2_runtime_open_stream(s->rt, s, &err);
+        if (rc < 0) attempt_failed(s, &err);
+        return; /* rc 1: the connection is still coming up */
+    }
+    if (s->cursor || (state == S2_SESSION_CLOSING && !s->eof_sent))
+        s2_runtime_resume_stream(s->rt, s);
+}
+
+double s2_session_next_deadline(s2_append_session *s) {
+    if (s->retry_at) return s->retry_at;
+    if (s->inflight_head && s->inflight_head->deadline) return s->inflight_head->deadline;
+    return 0;
+}
+
+void s2_session_check_timers(s2_append_session *s, double now) {
+    if (s->retry_at && now >= s->retry_at) {
+        s->retry_at = 0;
+        s2_session_service(s);
+        return;
+    }
+    s2_batch *head = s->inflight_head;
+    if (head && head->deadline && now >= head->deadline) {
+        s2_error err;
+        s2_fail(&err, S2_E_TIMEOUT, "timeout", "no ack within the request timeout of %.3f s",
+                s2_runtime_config(s->rt)->request_timeout);
+        err.retryable = true;
+        attempt_failed(s, &err);
+    }
+}
+
+void s2_session_on_status(s2_append_session *s, int status) {
+    s->http_status = status;
+}
+
+static void protocol_failure(s2_append_session *s, const char *fmt, unsigned long long a,
+                             unsigned long long b) {
+    s2_error err;
+    s2_fail(&err, S2_E_PROTOCOL, "protocol_error", fmt, a, b);
+    session_fail(s, &err);
+}
+
+/* One AppendAck: resolve the oldest batch. */
+static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
+    s2_batch *b = s->inflight_head;
+    if (!b || b == s->cursor) {
+        protocol_failure(s, "ack for a batch that was not sent (start %llu, end %llu)",
+                         (unsigned long long)ack->start.seq_num,
+                         (unsigned long long)ack->end.seq_num);
+        return;
+    }
+    if (ack->end.seq_num < ack->start.seq_num ||
+        ack->end.seq_num - ack->start.seq_num != b->num_records) {
+        protocol_failure(s, "ack covers %llu records, the batch had %llu",
+                         (unsigned long long)(ack->end.seq_num - ack->start.seq_num),
+                         (unsigned long long)b->num_records);
+        return;
+    }
+    if (s->have_last_end && ack->end.seq_num <= s->last_end) {
+        protocol_failure(s, "ack end %llu does not advance past %llu",
+                         (unsigned long long)ack->end.seq_num, (unsigned long long)s->last_end);
+        return;
+    }
+    s->have_last_end = true;
+    s->last_end = ack->end.seq_num;
+    s->attempt = 0; /* progress: the retry budget starts over */
+    s->inflight_head = b->next;
+    if (!s->inflight_head) s->inflight_tail = NULL;
+    s2_runtime_lock(s->rt);
+    b->ticket->ack = *ack;
+    b->ticket->state = S2_TICKET_OK;
+    s->stats.inflight_bytes -= b->metered;
+    s->stats.inflight_batches--;
+    s->stats.batches_acked++;
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+    batch_free(b);
+}
+
+void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
+    if (s->http_status != 200) {
+        /* An error answer: keep (a bounded part of) its JSON body for on_stream_close. */
+        size_t room = s->error_body.len < 65536 ? 65536 - s->error_body.len : 0;
+        if (room) s2_buf_append(&s->error_body, p, n < room ? n : room);
+        return;
+    }
+    s2_error err;
+    if (s2_frame_feed(&s->dec, p, n, &err) != 0) {
+        session_fail(s, &err);
+        return;
+    }
+    s2_frame f;
+    int rc;
+    int32_t stream = s->stream_id;
+    while (s->stream_id == stream && stream && (rc = s2_frame_next(&s->dec, &f, &err)) != 0) {
+        if (rc < 0) {
+            session_fail(s, &err);
+            return;
+        }
+        if (f.terminal) {
+            s2_error_from_response(&err, f.status, f.payload, f.len);
+            attempt_failed(s, &err);
+            return;
+        }
+        s2_append_ack ack;
+        if (s2_append_ack_decode(f.payload, f.len, &ack, &err) != 0) {
+            session_fail(s, &err);
+            return;
+        }
+        handle_ack(s, &ack);
+    }
+}
+
+void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
+    s2_error err;
+    if (h2_error != 0) {
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed", "the server reset the stream (%s)",
+                nghttp2_http2_strerror(h2_error));
+        err.retryable = true;
+        /* REFUSED_STREAM guarantees the server did not process anything. */
+        err.no_side_effects = h2_error == NGHTTP2_REFUSED_STREAM;
+    } else if (s->http_status != 200) {
+        s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
+                               s->error_body.len);
+    } else if (s->inflight_head) {
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed",
+                "the server ended the session with batches not yet acked");
+        err.retryable = true;
+    } else {
+        /* Clean end: everything acked and our EOF answered. */
+        s2_runtime_cancel_stream(s->rt, s);
+        reset_stream_state(s);
+        s2_runtime_lock(s->rt);
+        if (s->state == S2_SESSION_CLOSING) {
+            s->state = S2_SESSION_CLOSED;
+            s2_runtime_broadcast(s->rt);
+        }
+        s2_runtime_unlock(s->rt);
+        return;
+    }
+    attempt_failed(s, &err);
+}
+
+void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err) {
+    attempt_failed(s, err);
+}
+
+ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags) {
+    size_t copied = 0;
+    double deadline = 0;
+    while (copied < len && s->cursor) {
+        s2_batch *b = s->cursor;
+        size_t n = b->frame.len - s->cursor_off;
+        if (n > len - copied) n = len - copied;
+        memcpy(buf + copied, b->frame.data + s->cursor_off, n);
+        copied += n;
+        s->cursor_off += n;
+        b->written = true;
+        if (s->cursor_off == b->frame.len) {
+            if (!deadline) deadline = s2_now() + s2_runtime_config(s->rt)->request_timeout;
+            b->deadline = deadline;
+            s->cursor = b->next;
+            s->cursor_off = 0;
+        }
+    }
+    if (copied) return (ssize_t)copied;
+    s2_runtime_lock(s->rt);
+    bool closing = s->state == S2_SESSION_CLOSING && !s->pending_head;
+    s2_runtime_unlock(s->rt);
+    if (closing) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        s->eof_sent = true;
+        return 0;
+    }
+    return NGHTTP2_ERR_DEFERRED;
+}
+
+bool s2_session_done(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    bool done = (s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED) && !s->stream_id;
+    s2_runtime_unlock(s->rt);
+    return done;
+}

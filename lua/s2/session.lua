@@ -1,0 +1,61 @@
+--- Append session: batches pipelined over one S2S request stream, acked in order.
+-- The work happens in the C core's I/O thread; this wrapper checks arguments and keeps
+-- the Lua-side state (closed or not).
+local util = require "s2.util"
+
+local Session = {}
+Session.__index = Session
+
+local SUBMIT_OPTIONS = util.set { "match_seq_num", "fencing_token" }
+local OPTIONS = util.set { "max_inflight_bytes", "max_inflight_batches" }
+local MIN_INFLIGHT_BYTES = 1024 * 1024
+
+function Session.open(stream, opts)
+  local F = "stream:append_session"
+  opts = util.check_options(F, opts, OPTIONS, 3)
+  local max_bytes = opts.max_inflight_bytes or 5 * 1024 * 1024
+  if math.type(max_bytes) ~= "integer" or max_bytes < MIN_INFLIGHT_BYTES then
+    error(("%s: max_inflight_bytes must be an integer of at least %d (1 MiB), got %s")
+      :format(F, MIN_INFLIGHT_BYTES, tostring(max_bytes)), 3)
+  end
+  local max_batches = opts.max_inflight_batches
+  if max_batches ~= nil and (math.type(max_batches) ~= "integer" or max_batches < 1) then
+    error(("%s: max_inflight_batches must be a positive integer, got %s")
+      :format(F, tostring(max_batches)), 3)
+  end
+  local client = stream.client
+  local core, err = client.core:append_session(stream.basin.name, stream.name, {
+    max_inflight_bytes = max_bytes,
+    max_inflight_batches = max_batches,
+    compression = client.compression,
+  })
+  if not core then return nil, err end
+  return setmetatable({ _core = core, stream = stream, closed = false }, Session)
+end
+
+--- Queues one batch; waits while max_inflight_bytes / max_inflight_batches are reached.
+-- Returns a ticket (ticket:ack() gives the batch's ack) or nil, err once the session failed.
+function Session:submit(records, opts)
+  if self.closed then error("session:submit: the session is closed", 2) end
+  if opts ~= nil then util.check_options("session:submit", opts, SUBMIT_OPTIONS, 2) end
+  local ok, ticket, err = pcall(self._core.submit, self._core, records, opts)
+  if not ok then error("session:submit: " .. tostring(ticket), 2) end
+  return ticket, err
+end
+
+--- Waits for every submitted batch to be acked, then ends the session.
+-- Returns true, or nil, err with the error that failed the session.
+function Session:close(timeout)
+  self.closed = true
+  return self._core:close(timeout)
+end
+
+--- Counters: inflight_bytes, inflight_batches, peak_*, batches_submitted/acked/resent,
+-- reconnects.
+function Session:stats()
+  return self._core:stats()
+end
+
+Session.__close = Session.close
+
+return Session
