@@ -70,6 +70,9 @@ struct s2_append_session {
     unsigned attempt;     /* consecutive failed attempts without an ack */
     double retry_at;      /* when to reconnect after a failure, 0: not waiting */
     bool eof_sent;
+    bool resend;          /* the next stream starts by resending the unacked batches */
+    bool draining;        /* the server advised a reconnect: finish this stream, move on */
+    double last_advised;  /* when the last advised reconnect began (one per 60 s) */
 };
 
 /* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
@@ -109,6 +112,8 @@ int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);
  * it cannot start one now; returns 1 when a connection is still being set up (the runtime
  * calls s2_session_service again once it is ready). */
 int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err);
+/* Takes no new streams on the session's connection (the server advised a reconnect). */
+void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s);
 /* Lets the stream's data provider run again (new batches, or EOF to send). */
 void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s);
 /* Resets and forgets the session's stream (no more callbacks for it). */

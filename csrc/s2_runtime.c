@@ -684,6 +684,11 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     return 0;
 }
 
+void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s) {
+    (void)rt;
+    if (s->conn) s->conn->goaway = true;
+}
+
 void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s) {
     (void)rt;
     if (s->conn && s->conn->state == CONN_READY && s->stream_id)

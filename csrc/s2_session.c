@@ -248,6 +248,7 @@ static void reset_stream_state(s2_append_session *s) {
     s->http_status = 0;
     s->error_body.len = 0;
     s->eof_sent = false;
+    s->draining = false;
     s2_frame_decoder_reset(&s->dec);
     for (s2_batch *b = s->inflight_head; b; b = b->next) {
         b->written = false;
@@ -308,6 +309,20 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         }
         return;
     }
+    double now = s2_now();
+    if (strcmp(err->code, "server_draining") == 0 &&
+        (!s->last_advised || now - s->last_advised >= 60)) {
+        /* A planned handover, like an advised reconnect: reconnect at once, no attempt used
+         * (the server acked or refused everything it took, so a resend is safe). Once per
+         * 60 s; more often, it counts as a failure like any other. */
+        s->last_advised = now;
+        s->retry_at = now;
+        s->resend = true;
+        s2_runtime_lock(s->rt);
+        s->stats.reconnects++;
+        s2_runtime_unlock(s->rt);
+        return;
+    }
     unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
     bool retry = err->retryable && s->attempt + 1 < max;
     if (retry && cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS && !err->no_side_effects &&
@@ -325,6 +340,7 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
     }
     s->retry_at = s2_now() + s2_runtime_backoff(s->rt, s->attempt, err->retry_after_ms);
     s->attempt++;
+    s->resend = true;
     s2_runtime_lock(s->rt);
     s->stats.reconnects++;
     s2_runtime_unlock(s->rt);
@@ -365,9 +381,17 @@ void s2_session_service(s2_append_session *s) {
         s2_error err;
         int rc = s2_runtime_open_stream(s->rt, s, &err);
         if (rc < 0) attempt_failed(s, &err);
+        if (rc == 0 && s->resend) {
+            s->resend = false;
+            uint64_t n = 0;
+            for (s2_batch *b = s->inflight_head; b; b = b->next) n++;
+            s2_runtime_lock(s->rt);
+            s->stats.batches_resent += n;
+            s2_runtime_unlock(s->rt);
+        }
         return; /* rc 1: the connection is still coming up */
     }
-    if (s->cursor || (state == S2_SESSION_CLOSING && !s->eof_sent))
+    if (s->cursor || ((state == S2_SESSION_CLOSING || s->draining) && !s->eof_sent))
         s2_runtime_resume_stream(s->rt, s);
 }
 
@@ -441,6 +465,19 @@ static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
     batch_free(b);
 }
 
+/* The server is going away (flag 0x10 on a frame): stop writing after the batch in progress,
+ * end the request body, let the server ack what it took, then resend the rest on a new
+ * connection. A planned handover: it uses no retry attempt. At most once per 60 s, so a
+ * server that keeps advising cannot make the session spin. */
+static void advise_reconnect(s2_append_session *s) {
+    double now = s2_now();
+    if (s->draining || (s->last_advised && now - s->last_advised < 60)) return;
+    s->draining = true;
+    s->last_advised = now;
+    s2_runtime_retire_conn(s->rt, s);
+    s2_runtime_resume_stream(s->rt, s);
+}
+
 void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
     if (s->http_status != 200) {
         /* An error answer: keep (a bounded part of) its JSON body for on_stream_close. */
@@ -471,6 +508,7 @@ void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
             session_fail(s, &err);
             return;
         }
+        if (f.reconnect) advise_reconnect(s);
         handle_ack(s, &ack);
     }
 }
@@ -486,6 +524,15 @@ void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
     } else if (s->http_status != 200) {
         s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
                                s->error_body.len);
+    } else if (s->inflight_head && s->draining) {
+        /* The advised handover: resend what was not acked, on a fresh stream, now. */
+        s2_runtime_cancel_stream(s->rt, s);
+        reset_stream_state(s);
+        s->resend = true;
+        s2_runtime_lock(s->rt);
+        s->stats.reconnects++;
+        s2_runtime_unlock(s->rt);
+        return;
     } else if (s->inflight_head) {
         s2_fail(&err, S2_E_CONNECTION, "connection_failed",
                 "the server ended the session with batches not yet acked");
@@ -512,7 +559,8 @@ void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err) {
 ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags) {
     size_t copied = 0;
     double deadline = 0;
-    while (copied < len && s->cursor) {
+    /* Draining: only the rest of a batch already begun may go out. */
+    while (copied < len && s->cursor && !(s->draining && s->cursor_off == 0)) {
         s2_batch *b = s->cursor;
         size_t n = b->frame.len - s->cursor_off;
         if (n > len - copied) n = len - copied;
@@ -529,7 +577,7 @@ ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uin
     }
     if (copied) return (ssize_t)copied;
     s2_runtime_lock(s->rt);
-    bool closing = s->state == S2_SESSION_CLOSING && !s->pending_head;
+    bool closing = (s->state == S2_SESSION_CLOSING && !s->pending_head) || s->draining;
     s2_runtime_unlock(s->rt);
     if (closing) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
