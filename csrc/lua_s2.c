@@ -879,6 +879,9 @@ static int l_client_append_session(lua_State *L) {
         else if (comp && strcmp(comp, "gzip") == 0) o.compression = S2_COMPRESSION_GZIP;
         else if (comp && strcmp(comp, "none") != 0)
             return luaL_error(L, "compression: expected \"none\", \"zstd\" or \"gzip\"");
+        lua_getfield(L, 4, "http1");
+        o.http1 = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     } else {
         o.max_inflight_bytes = 5u * 1024 * 1024;
     }

@@ -359,6 +359,8 @@ typedef struct s2_session_options {
     size_t max_inflight_bytes;   /* metered bytes admitted and not yet acked */
     size_t max_inflight_batches; /* 0: no limit */
     s2_compression compression;
+    bool http1; /* HTTP/1.1: sequential unary appends, one batch in flight (also chosen
+                 * automatically when TLS ALPN does not offer h2) */
 } s2_session_options;
 
 typedef struct s2_session_stats {

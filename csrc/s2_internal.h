@@ -73,6 +73,13 @@ struct s2_append_session {
     bool resend;          /* the next stream starts by resending the unacked batches */
     bool draining;        /* the server advised a reconnect: finish this stream, move on */
     double last_advised;  /* when the last advised reconnect began (one per 60 s) */
+
+    /* HTTP/1.1 fallback: a worker thread of the session's own posts the pending batches one
+     * at a time; the I/O thread then leaves the session alone. */
+    bool http1;          /* under mu */
+    bool worker_started; /* under mu */
+    bool worker_done;    /* under mu */
+    pthread_t worker;
 };
 
 /* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
@@ -92,6 +99,8 @@ ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uin
 void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err);
 /* The runtime shuts down: fail everything with err. */
 void s2_session_abort(s2_append_session *s, const s2_error *err);
+/* The server offered no HTTP/2 (ALPN): move the session to the HTTP/1.1 fallback. */
+void s2_session_switch_http1(s2_append_session *s);
 /* True when the session is finished and the runtime can drop it. */
 bool s2_session_done(s2_append_session *s);
 void s2_session_free(s2_append_session *s);
@@ -105,6 +114,8 @@ void s2_runtime_broadcast(s2_runtime *rt); /* with mu held */
  * false on timeout. */
 bool s2_runtime_wait(s2_runtime *rt, double deadline);
 void s2_runtime_wake(s2_runtime *rt); /* nudge the I/O thread */
+bool s2_runtime_stopping(s2_runtime *rt); /* with mu held */
+bool s2_runtime_http1(s2_runtime *rt);     /* with mu held: the server spoke no HTTP/2 */
 const s2_config *s2_runtime_config(s2_runtime *rt);
 /* Adds the session to the runtime (starting the thread if needed). */
 int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);

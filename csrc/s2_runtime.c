@@ -71,6 +71,7 @@ struct s2_runtime {
     bool stopping;
     s2_append_session *sessions;
     s2_runtime_stats stats;
+    bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
 
     pthread_t thread; /* set once, when started */
 
@@ -113,6 +114,9 @@ void s2_runtime_wake(s2_runtime *rt) {
     ssize_t n = write(rt->wakefd, &one, sizeof one);
     (void)n; /* EAGAIN: the counter is saturated, the thread is awake anyway */
 }
+
+bool s2_runtime_stopping(s2_runtime *rt) { return rt->stopping; }
+bool s2_runtime_http1(s2_runtime *rt) { return rt->http1; }
 
 double s2_runtime_backoff(s2_runtime *rt, unsigned retry, uint64_t retry_after_ms) {
     return s2_backoff_with(&rt->cfg, retry, retry_after_ms, &rt->rng);
@@ -193,6 +197,7 @@ void s2_runtime_shutdown(s2_runtime *rt) {
     bool was_stopping = rt->stopping;
     rt->stopping = true;
     bool started = rt->started;
+    s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond */
     s2_runtime_unlock(rt);
     if (was_stopping || !started) return;
     s2_runtime_wake(rt);
@@ -438,6 +443,13 @@ static int conn_tls_step(s2_conn *c) {
         SSL_get0_alpn_selected(c->ssl, &proto, &len);
         s2_error err;
         if (len != 2 || memcmp(proto, "h2", 2) != 0) {
+            /* No HTTP/2 on this path: sessions continue over HTTP/1.1, one batch at a time. */
+            s2_runtime_lock(c->rt);
+            c->rt->http1 = true;
+            s2_append_session *list = c->rt->sessions;
+            s2_runtime_unlock(c->rt);
+            for (s2_append_session *s = list; s; s = s->next)
+                if (s->conn == c) s2_session_switch_http1(s);
             s2_fail(&err, S2_E_CONNECTION, "connection_failed",
                     "%s did not agree to HTTP/2 (ALPN h2)", c->authority);
             err.no_side_effects = true;
@@ -804,6 +816,11 @@ static void *io_main(void *arg) {
     s2_error closed;
     s2_fail(&closed, S2_E_CLOSED, "closed", "the client was closed");
     for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);
+    /* HTTP/1.1 workers finish their current request (bounded by its timeouts) and exit. */
+    s2_runtime_lock(rt);
+    for (s2_append_session *s = rt->sessions; s; s = s->next)
+        while (s->worker_started && !s->worker_done) s2_runtime_wait(rt, -1);
+    s2_runtime_unlock(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
     reap_conns(rt);
     reap_sessions(rt);

@@ -63,6 +63,9 @@ static void ticket_fail(s2_ticket *t, const s2_error *err) {
     t->state = S2_TICKET_FAILED;
 }
 
+static void session_fail(s2_append_session *s, const s2_error *err);
+static void reset_stream_state(s2_append_session *s);
+
 /* ---- batches ---------------------------------------------------------------------------- */
 
 static void batch_free(s2_batch *b) {
@@ -78,6 +81,117 @@ static void free_list(s2_batch *b) {
         batch_free(b);
         b = next;
     }
+}
+
+/* ---- HTTP/1.1 fallback --------------------------------------------------------------------- */
+
+/* Posts pending batches one at a time as unary appends (the client's retry policy applies
+ * per batch). Runs on the session's own thread; touches only pending (under mu) and the
+ * batch it took. Exits when the session is finished or the runtime stops. */
+static void *http1_worker(void *arg) {
+    s2_append_session *s = arg;
+    s2_runtime *rt = s->rt;
+    s2_error err;
+    s2_frame_decoder dec;
+    s2_frame_decoder_init(&dec);
+    s2_http *http = s2_http_new(s2_runtime_config(rt), &err);
+    if (!http) session_fail(s, &err);
+    s2_runtime_lock(rt);
+    for (;;) {
+        while (!s->pending_head && s->state == S2_SESSION_OPEN && !s2_runtime_stopping(rt))
+            s2_runtime_wait(rt, -1);
+        if (s2_runtime_stopping(rt) || s->state == S2_SESSION_FAILED) break;
+        s2_batch *b = s->pending_head;
+        if (!b) { /* closing and drained */
+            s->state = S2_SESSION_CLOSED;
+            s2_runtime_broadcast(rt);
+            break;
+        }
+        s->pending_head = b->next;
+        if (!s->pending_head) s->pending_tail = NULL;
+        b->next = NULL;
+        s2_runtime_unlock(rt);
+
+        /* The batch is an S2S frame (maybe compressed): its payload is the protobuf body. */
+        s2_frame f;
+        s2_append_ack ack;
+        int rc = -1;
+        s2_frame_decoder_reset(&dec);
+        if (s2_frame_feed(&dec, b->frame.data, b->frame.len, &err) == 0 &&
+            s2_frame_next(&dec, &f, &err) == 1) {
+            s2_request req = {
+                .method = "POST", .basin = s->basin, .path = s->path,
+                .content_type = "application/protobuf", .accept = "application/protobuf",
+                .body = f.payload, .body_len = f.len, .kind = S2_CALL_APPEND,
+            };
+            s2_response resp;
+            rc = s2_http_call(http, &req, &resp, &err);
+            if (rc == 0) {
+                rc = s2_append_ack_decode(resp.body.data, resp.body.len, &ack, &err);
+                if (rc == 0 && ack.end.seq_num - ack.start.seq_num != b->num_records)
+                    rc = s2_fail(&err, S2_E_PROTOCOL, "protocol_error",
+                                 "ack covers %llu records, the batch had %zu",
+                                 (unsigned long long)(ack.end.seq_num - ack.start.seq_num),
+                                 b->num_records);
+            }
+            s2_buf_free(&resp.body);
+        }
+        s2_runtime_lock(rt);
+        if (s->state == S2_SESSION_FAILED) {
+            ticket_fail(b->ticket, &s->failure); /* failed meanwhile; counters were reset */
+        } else if (rc == 0) {
+            b->ticket->ack = ack;
+            b->ticket->state = S2_TICKET_OK;
+            s->stats.inflight_bytes -= b->metered;
+            s->stats.inflight_batches--;
+            s->stats.batches_acked++;
+        } else {
+            ticket_fail(b->ticket, &err);
+            s->stats.inflight_bytes -= b->metered;
+            s->stats.inflight_batches--;
+        }
+        s2_runtime_broadcast(rt);
+        s2_runtime_unlock(rt);
+        batch_free(b);
+        if (rc != 0) session_fail(s, &err); /* later batches must not land after a gap */
+        s2_runtime_lock(rt);
+    }
+    s->worker_done = true;
+    s2_runtime_broadcast(rt);
+    s2_runtime_unlock(rt);
+    s2_http_free(http);
+    s2_frame_decoder_free(&dec);
+    return NULL;
+}
+
+/* under mu */
+static int start_worker(s2_append_session *s, s2_error *err) {
+    s->http1 = true;
+    if (s->worker_started) return 0;
+    int rc = pthread_create(&s->worker, NULL, http1_worker, s);
+    if (rc != 0)
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the HTTP/1.1 worker: %s",
+                       strerror(rc));
+    s->worker_started = true;
+    return 0;
+}
+
+void s2_session_switch_http1(s2_append_session *s) {
+    s2_error err;
+    s->conn = NULL; /* the connection is going; nothing was sent on it */
+    s->stream_id = 0;
+    s2_runtime_lock(s->rt);
+    if (s->inflight_head) { /* back in front of what callers queued since */
+        s->inflight_tail->next = s->pending_head;
+        if (!s->pending_head) s->pending_tail = s->inflight_tail;
+        s->pending_head = s->inflight_head;
+    }
+    s->inflight_head = s->inflight_tail = NULL;
+    int rc = start_worker(s, &err);
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+    reset_stream_state(s);
+    if (rc != 0) session_fail(s, &err);
 }
 
 /* ---- open / submit / close (caller side) -------------------------------------------------- */
@@ -101,6 +215,14 @@ s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, con
     s2_frame_decoder_init(&s->dec);
     if (s2_runtime_add_session(rt, s, err) != 0) {
         s2_session_free(s);
+        return NULL;
+    }
+    s2_runtime_lock(rt);
+    int rc = (opts->http1 || s2_runtime_http1(rt)) ? start_worker(s, err) : 0;
+    s2_runtime_unlock(rt);
+    if (rc != 0) {
+        session_fail(s, err);
+        s2_append_session_release(s);
         return NULL;
     }
     return s;
@@ -179,6 +301,7 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     s->pending_tail = b;
     s2_ticket_ref(b->ticket);
     *ticket = b->ticket;
+    if (s->http1) s2_runtime_broadcast(s->rt); /* the worker waits on cond */
     s2_runtime_unlock(s->rt);
     s2_runtime_wake(s->rt);
     return 0;
@@ -192,6 +315,7 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
     double deadline = timeout < 0 ? -1 : s2_now() + timeout;
     s2_runtime_lock(s->rt);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
+    s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
     s2_runtime_wake(s->rt);
     s2_runtime_lock(s->rt);
@@ -223,6 +347,7 @@ void s2_append_session_release(s2_append_session *s) {
     s2_runtime_lock(s->rt);
     s->released = true;
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
+    s2_runtime_broadcast(s->rt);
     s->refs--;
     bool last = s->refs == 0;
     s2_runtime_unlock(s->rt);
@@ -231,6 +356,7 @@ void s2_append_session_release(s2_append_session *s) {
 }
 
 void s2_session_free(s2_append_session *s) {
+    if (s->worker_started) pthread_join(s->worker, NULL);
     free_list(s->pending_head);
     free_list(s->inflight_head);
     s2_buf_free(&s->error_body);
@@ -347,8 +473,12 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
 }
 
 void s2_session_service(s2_append_session *s) {
-    /* Take what callers queued. */
+    /* Take what callers queued (unless the HTTP/1.1 worker does). */
     s2_runtime_lock(s->rt);
+    if (s->http1) {
+        s2_runtime_unlock(s->rt);
+        return;
+    }
     s2_batch *taken = s->pending_head;
     s->pending_head = s->pending_tail = NULL;
     s2_session_state state = s->state;
@@ -395,13 +525,22 @@ void s2_session_service(s2_append_session *s) {
         s2_runtime_resume_stream(s->rt, s);
 }
 
+static bool is_http1(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    bool h = s->http1;
+    s2_runtime_unlock(s->rt);
+    return h;
+}
+
 double s2_session_next_deadline(s2_append_session *s) {
+    if (is_http1(s)) return 0;
     if (s->retry_at) return s->retry_at;
     if (s->inflight_head && s->inflight_head->deadline) return s->inflight_head->deadline;
     return 0;
 }
 
 void s2_session_check_timers(s2_append_session *s, double now) {
+    if (is_http1(s)) return;
     if (s->retry_at && now >= s->retry_at) {
         s->retry_at = 0;
         s2_session_service(s);
@@ -589,7 +728,8 @@ ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uin
 
 bool s2_session_done(s2_append_session *s) {
     s2_runtime_lock(s->rt);
-    bool done = (s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED) && !s->stream_id;
+    bool done = (s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED) && !s->stream_id &&
+                (!s->worker_started || s->worker_done);
     s2_runtime_unlock(s->rt);
     return done;
 }

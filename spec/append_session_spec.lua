@@ -237,6 +237,25 @@ describe("append session", function()
     assert.are.equal(1, must(stream:check_tail()).seq_num)
   end)
 
+  it("falls back to HTTP/1.1 when forced: sequential unary appends, same API", function()
+    local c = H.client { force_http1 = true, compression = "zstd" }
+    local stream = c:basin(basin.name):stream(H.unique_name("h1"))
+    local session = must(stream:append_session())
+    local tickets = {}
+    for i = 1, 50 do tickets[i] = must(session:submit({ "h1-" .. i, ("z"):rep(3000) })) end
+    for i = 1, 50 do assert.are.equal((i - 1) * 2, must(tickets[i]:ack()).start.seq_num) end
+    local bad = must(session:submit({ "late" }, { match_seq_num = 5 }))
+    local _, err = bad:ack()
+    assert.are.equal("seq_num_mismatch", err.code)
+    local t, err2 = session:submit({ "after" })
+    assert.is_nil(t)
+    assert.are.equal("seq_num_mismatch", err2.code)
+    assert.are.equal(0, c:stats().connections_opened) -- no HTTP/2 connection was used
+    local batch = must(stream:read { seq_num = 98, count = 10 })
+    assert.are.equal("h1-50", batch.records[1].body)
+    assert.are.equal(100, must(stream:check_tail()).seq_num)
+  end)
+
   it("fails outstanding tickets with closed when the client closes", function()
     local c = H.client()
     local stream = c:basin(basin.name):stream(H.unique_name("cc"))

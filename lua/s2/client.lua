@@ -8,7 +8,7 @@ Client.__index = Client
 
 local OPTIONS = util.set {
   "access_token", "account_endpoint", "basin_endpoint", "request_timeout",
-  "connection_timeout", "retry", "compression", "ca_file",
+  "connection_timeout", "retry", "compression", "ca_file", "force_http1",
 }
 local RETRY_OPTIONS = util.set {
   "max_attempts", "min_base_delay", "max_base_delay", "append_retry_policy",
@@ -71,7 +71,8 @@ function Client.new(opts)
   local ok, handle, err = pcall(core.client, cfg)
   if not ok then error(F .. ": " .. tostring(handle), 2) end
   if not handle then return nil, err end
-  return setmetatable({ core = handle, config = cfg, compression = compression }, Client)
+  return setmetatable({ core = handle, config = cfg, compression = compression,
+                        force_http1 = opts.force_http1 and true or false }, Client)
 end
 
 function Client:basin(name)

@@ -28,6 +28,7 @@ function Session.open(stream, opts)
     max_inflight_bytes = max_bytes,
     max_inflight_batches = max_batches,
     compression = client.compression,
+    http1 = client.force_http1,
   })
   if not core then return nil, err end
   return setmetatable({ _core = core, stream = stream, closed = false }, Session)
