@@ -45,7 +45,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean
+.PHONY: all deps test unit demo examples install clean asan
 
 all: $(CORE_SO)
 
@@ -57,18 +57,34 @@ $(CORE_SO): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS) $(DEP_LIBS)
 
+# Loopback TCP fault proxy for the specs (tools/fault_proxy.c; no project flags: it is a
+# standalone program, not part of the module).
+FAULT_PROXY ?= $(BUILD)/fault-proxy
+$(FAULT_PROXY): tools/fault_proxy.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -pthread -o $@ $<
+
 deps:
 	@scripts/deps.sh
 
 # The whole suite runs against one in-memory s2-lite started (and stopped) by the wrapper;
 # each spec file makes its own uniquely named basin.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY)
 	@$(WITH_S2) $(BUSTED)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@$(IN_TREE) $(WITH_S2) $(LUA) examples/quickstart.lua
+
+# The whole suite with AddressSanitizer + UBSan (the Lua interpreter is not instrumented,
+# so libasan is preloaded).
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all
+	@$(MAKE) --no-print-directory $(FAULT_PROXY)
+	@$(WITH_S2) env LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $(BUSTED) --cpath='build-asan/?.so'
 
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2

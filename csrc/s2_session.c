@@ -64,6 +64,7 @@ static void ticket_fail(s2_ticket *t, const s2_error *err) {
 }
 
 static void session_fail(s2_append_session *s, const s2_error *err);
+static s2_batch *fail_locked(s2_append_session *s, const s2_error *err);
 static void reset_stream_state(s2_append_session *s);
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -136,6 +137,7 @@ static void *http1_worker(void *arg) {
             }
             s2_buf_free(&resp.body);
         }
+        s2_batch *dropped = NULL;
         s2_runtime_lock(rt);
         if (s->state == S2_SESSION_FAILED) {
             ticket_fail(b->ticket, &s->failure); /* failed meanwhile; counters were reset */
@@ -146,14 +148,14 @@ static void *http1_worker(void *arg) {
             s->stats.inflight_batches--;
             s->stats.batches_acked++;
         } else {
+            /* Later batches must not land after a gap: the session fails with this batch. */
             ticket_fail(b->ticket, &err);
-            s->stats.inflight_bytes -= b->metered;
-            s->stats.inflight_batches--;
+            dropped = fail_locked(s, &err);
         }
         s2_runtime_broadcast(rt);
         s2_runtime_unlock(rt);
         batch_free(b);
-        if (rc != 0) session_fail(s, &err); /* later batches must not land after a gap */
+        free_list(dropped);
         s2_runtime_lock(rt);
     }
     s->worker_done = true;
@@ -384,10 +386,10 @@ static void reset_stream_state(s2_append_session *s) {
     s->cursor_off = 0;
 }
 
-/* Fails the session for good: every outstanding ticket gets err; later submits too. */
-static void session_fail(s2_append_session *s, const s2_error *err) {
-    s2_runtime_cancel_stream(s->rt, s);
-    s2_runtime_lock(s->rt);
+/* under mu: marks the session failed, fails every outstanding ticket it still holds in
+ * pending and inflight, and returns the pending list for the caller to free outside mu.
+ * One locked step, so nobody sees a failed ticket while the session still takes batches. */
+static s2_batch *fail_locked(s2_append_session *s, const s2_error *err) {
     if (s->state != S2_SESSION_FAILED && s->state != S2_SESSION_CLOSED) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
@@ -399,6 +401,14 @@ static void session_fail(s2_append_session *s, const s2_error *err) {
     s2_batch *pending = s->pending_head;
     s->pending_head = s->pending_tail = NULL;
     s2_runtime_broadcast(s->rt);
+    return pending;
+}
+
+/* Fails the session for good: every outstanding ticket gets err; later submits too. */
+static void session_fail(s2_append_session *s, const s2_error *err) {
+    s2_runtime_cancel_stream(s->rt, s);
+    s2_runtime_lock(s->rt);
+    s2_batch *pending = fail_locked(s, err);
     s2_runtime_unlock(s->rt);
     free_list(pending);
     free_list(s->inflight_head);

@@ -2,8 +2,10 @@
 -- The suite's shared server comes from scripts/with-s2-lite.sh; this is for the others.
 local M = {}
 
+-- Shell commands run without LD_PRELOAD: under `make asan` the sanitizer runtime is
+-- preloaded for the Lua process only (curl, for one, hangs with it).
 local function sh(cmd)
-  local p = assert(io.popen(cmd))
+  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd))
   local out = p:read("a")
   p:close()
   return (out:gsub("%s+$", ""))
