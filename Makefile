@@ -45,7 +45,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan
+.PHONY: all deps test unit demo examples install clean asan bench-session
 
 all: $(CORE_SO)
 
@@ -85,6 +85,10 @@ asan: deps
 	@$(MAKE) --no-print-directory $(FAULT_PROXY)
 	@$(WITH_S2) env LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $(BUSTED) --cpath='build-asan/?.so'
+
+bench-session: deps
+	@$(MAKE) --no-print-directory all
+	@$(IN_TREE) $(WITH_S2) sh -c 'for s in 1024 128 8192; do RECORD_SIZE=$$s $(LUA) bench/session_throughput.lua; done'
 
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2

@@ -558,6 +558,12 @@ static int l_backoff_delay(lua_State *L) {
     return 1;
 }
 
+/* now() -> monotonic seconds (benchmarks and deadlines) */
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, s2_now());
+    return 1;
+}
+
 static int l_random_token(lua_State *L) {
     char tok[33];
     if (s2_random_token(tok) != 0) return luaL_error(L, "no randomness available for a request token");
@@ -1087,6 +1093,7 @@ static const luaL_Reg module_funcs[] = {
     {"decode_read_batch", l_decode_read_batch},
     {"error_from_response", l_error_from_response},
     {"random_token", l_random_token},
+    {"now", l_now},
     {"parse_endpoint", l_parse_endpoint},
     {"backoff_delay", l_backoff_delay},
     {"encode_frame", l_encode_frame},
