@@ -22,6 +22,8 @@
 #define CLIENT_MT "s2.core.client"
 #define SESSION_MT "s2.core.append_session"
 #define TICKET_MT "s2.core.ticket"
+#define PRODUCER_MT "s2.core.producer"
+#define RECORD_TICKET_MT "s2.core.record_ticket"
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
@@ -951,11 +953,11 @@ static void set_size(lua_State *L, const char *k, uint64_t v) {
     lua_setfield(L, -2, k);
 }
 
-static int l_session_stats(lua_State *L) {
-    session_ud *u = check_session(L);
+static int l_session_stats_of(lua_State *L, session_ud *u) {
     s2_session_stats st;
     s2_append_session_stats(u->s, &st);
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
+    set_size(L, "records_submitted", st.records_submitted);
     set_size(L, "inflight_bytes", st.inflight_bytes);
     set_size(L, "inflight_batches", st.inflight_batches);
     set_size(L, "peak_inflight_bytes", st.peak_inflight_bytes);
@@ -965,6 +967,10 @@ static int l_session_stats(lua_State *L) {
     set_size(L, "batches_resent", st.batches_resent);
     set_size(L, "reconnects", st.reconnects);
     return 1;
+}
+
+static int l_session_stats(lua_State *L) {
+    return l_session_stats_of(L, check_session(L));
 }
 
 static int l_session_gc(lua_State *L) {
@@ -1025,6 +1031,176 @@ static int l_ticket_gc(lua_State *L) {
     return 0;
 }
 
+/* ---- producer and record tickets --------------------------------------------------------- */
+
+typedef struct record_ticket_ud {
+    s2_ticket *t;
+    uint32_t index;
+} record_ticket_ud;
+
+/* client:producer(basin, stream, { linger, max_batch_records, max_batch_bytes,
+ *   max_inflight_bytes, idempotent, match_seq_num, fencing_token, compression, http1 })
+ *   -> producer | nil, err  (options checked and defaulted by lua/s2/producer.lua) */
+static int l_client_producer(lua_State *L) {
+    client_ud *c = check_client(L);
+    const char *basin = luaL_checkstring(L, 2);
+    const char *stream = luaL_checkstring(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    s2_producer_options o;
+    memset(&o, 0, sizeof o);
+    o.session.max_inflight_bytes = opt_size(L, 4, "max_inflight_bytes", 5u * 1024 * 1024);
+    size_t len;
+    const char *comp = opt_string(L, 4, "compression", &len);
+    if (comp && strcmp(comp, "zstd") == 0) o.session.compression = S2_COMPRESSION_ZSTD;
+    else if (comp && strcmp(comp, "gzip") == 0) o.session.compression = S2_COMPRESSION_GZIP;
+    lua_getfield(L, 4, "http1");
+    o.session.http1 = lua_toboolean(L, -1);
+    lua_getfield(L, 4, "idempotent");
+    o.idempotent = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    o.linger = opt_number(L, 4, "linger", 0.005);
+    o.max_batch_records = opt_size(L, 4, "max_batch_records", S2_MAX_BATCH_RECORDS);
+    o.max_batch_bytes = opt_size(L, 4, "max_batch_bytes", S2_MAX_BATCH_BYTES);
+    o.has_match_seq_num = opt_u64(L, 4, "match_seq_num", "", &o.match_seq_num);
+    o.fencing_token = opt_string(L, 4, "fencing_token", &o.fencing_token_len);
+    s2_error err;
+    if (!c->rt && !(c->rt = s2_runtime_new(s2_http_config(c->http), &err))) return fail(L, &err);
+    session_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->s = NULL;
+    luaL_setmetatable(L, PRODUCER_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    u->s = s2_producer_open(c->rt, basin, stream, &o, &err);
+    if (!u->s) {
+        if (err.kind == S2_E_INVALID) return luaL_error(L, "%s", err.message);
+        return fail(L, &err);
+    }
+    return 1;
+}
+
+static session_ud *check_producer(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
+    if (!u->s) luaL_error(L, "producer is closed");
+    return u;
+}
+
+/* producer:submit(record) -> record ticket | nil, err */
+static int l_producer_submit(lua_State *L) {
+    session_ud *u = check_producer(L);
+    lua_settop(L, 2);
+    size_t nh = scan_record(L, 0);
+    s2_header stack_hdrs[8];
+    s2_header *hdrs = nh <= 8 ? stack_hdrs : lua_newuserdatauv(L, nh * sizeof *hdrs, 0);
+    lua_pushvalue(L, 2);
+    s2_record r;
+    fill_record(L, 0, &r, hdrs);
+    s2_ticket *t;
+    uint32_t index;
+    s2_error err;
+    if (s2_producer_submit(u->s, &r, -1, &t, &index, &err) != 0) {
+        if (err.kind == S2_E_INVALID) return luaL_error(L, "%s", err.message);
+        return fail(L, &err);
+    }
+    record_ticket_ud *tu = lua_newuserdatauv(L, sizeof *tu, 1);
+    tu->t = t;
+    tu->index = index;
+    luaL_setmetatable(L, RECORD_TICKET_MT);
+    lua_pushvalue(L, 1); /* the ticket keeps its producer alive */
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+static int l_producer_flush(lua_State *L) {
+    session_ud *u = check_producer(L);
+    s2_error err;
+    if (s2_producer_flush(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* producer:close([timeout]): flushes without an extra linger, then ends the session. */
+static int l_producer_close(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
+    if (!u->s) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    s2_error err;
+    if (s2_append_session_close(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_producer_stats(lua_State *L) {
+    check_producer(L);
+    int n = l_session_stats_of(L, luaL_checkudata(L, 1, PRODUCER_MT));
+    return n;
+}
+
+static int l_producer_gc(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
+    if (u->s) s2_append_session_release(u->s);
+    u->s = NULL;
+    return 0;
+}
+
+/* A record's ack: { seq_num = batch start + index, batch = <the batch's ack> }. */
+static int push_record_result(lua_State *L, record_ticket_ud *u, bool pending_is_timeout,
+                              double timeout) {
+    int n = push_ticket_result(L, u->t, pending_is_timeout, timeout);
+    if (n == 1 && lua_istable(L, -1)) {
+        lua_createtable(L, 0, 2);
+        lua_getfield(L, -2, "start");
+        lua_getfield(L, -1, "seq_num");
+        lua_Integer start = lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        lua_pushinteger(L, start + (lua_Integer)u->index);
+        lua_setfield(L, -2, "seq_num");
+        lua_insert(L, -2);
+        lua_setfield(L, -2, "batch");
+    }
+    return n;
+}
+
+static int l_record_ticket_ack(lua_State *L) {
+    record_ticket_ud *u = luaL_checkudata(L, 1, RECORD_TICKET_MT);
+    double timeout = opt_timeout(L, 2);
+    s2_ticket_wait(u->t, timeout);
+    return push_record_result(L, u, true, timeout);
+}
+
+static int l_record_ticket_ready(lua_State *L) {
+    record_ticket_ud *u = luaL_checkudata(L, 1, RECORD_TICKET_MT);
+    lua_pushboolean(L, s2_ticket_result(u->t, NULL, NULL) != S2_TICKET_PENDING);
+    return 1;
+}
+
+static int l_record_ticket_result(lua_State *L) {
+    return push_record_result(L, luaL_checkudata(L, 1, RECORD_TICKET_MT), false, 0);
+}
+
+static int l_record_ticket_gc(lua_State *L) {
+    record_ticket_ud *u = luaL_checkudata(L, 1, RECORD_TICKET_MT);
+    s2_ticket_unref(u->t);
+    u->t = NULL;
+    return 0;
+}
+
+static const luaL_Reg producer_methods[] = {
+    {"submit", l_producer_submit},
+    {"flush", l_producer_flush},
+    {"close", l_producer_close},
+    {"stats", l_producer_stats},
+    {NULL, NULL},
+};
+
+static const luaL_Reg record_ticket_methods[] = {
+    {"ack", l_record_ticket_ack},
+    {"ready", l_record_ticket_ready},
+    {"result", l_record_ticket_result},
+    {NULL, NULL},
+};
+
 static const luaL_Reg session_methods[] = {
     {"submit", l_session_submit},
     {"close", l_session_close},
@@ -1075,6 +1251,7 @@ static int l_client_stats(lua_State *L) {
 
 static const luaL_Reg client_methods[] = {
     {"append_session", l_client_append_session},
+    {"producer", l_client_producer},
     {"stats", l_client_stats},
     {"append", l_client_append},
     {"read", l_client_read},
@@ -1128,6 +1305,8 @@ int luaopen_s2_core(lua_State *L) {
     lua_pop(L, 1);
     register_class(L, SESSION_MT, session_methods, emt, l_session_gc);
     register_class(L, TICKET_MT, ticket_methods, emt, l_ticket_gc);
+    register_class(L, PRODUCER_MT, producer_methods, emt, l_producer_gc);
+    register_class(L, RECORD_TICKET_MT, record_ticket_methods, emt, l_record_ticket_gc);
 
     luaL_newlibtable(L, module_funcs);
     lua_pushvalue(L, emt);

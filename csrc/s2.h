@@ -166,6 +166,16 @@ void s2_append_input_encode(const s2_append_input *in, uint8_t *out);
 int s2_append_input_decode(const uint8_t *p, size_t len, s2_append_input *out, s2_error *err);
 void s2_append_input_free(s2_append_input *in);
 
+/* Pieces of an AppendInput, for building one record at a time (the producer): a record as
+ * the repeated field 1, and the trailing match_seq_num / fencing_token fields. */
+size_t s2_record_field_len(const s2_record *r);
+uint8_t *s2_record_field_encode(const s2_record *r, uint8_t *out); /* returns the end */
+size_t s2_append_conditions_len(bool has_match_seq_num, uint64_t match_seq_num,
+                                const char *fencing_token, size_t fencing_token_len);
+uint8_t *s2_append_conditions_encode(bool has_match_seq_num, uint64_t match_seq_num,
+                                     const char *fencing_token, size_t fencing_token_len,
+                                     uint8_t *out);
+
 #define S2_APPEND_ACK_MAX_LEN 96u
 size_t s2_append_ack_encode(const s2_append_ack *ack, uint8_t out[S2_APPEND_ACK_MAX_LEN]);
 int s2_append_ack_decode(const uint8_t *p, size_t len, s2_append_ack *out, s2_error *err);
@@ -364,6 +374,7 @@ typedef struct s2_session_options {
 } s2_session_options;
 
 typedef struct s2_session_stats {
+    uint64_t records_submitted; /* producer: records taken */
     size_t inflight_bytes;
     size_t inflight_batches;
     size_t peak_inflight_bytes;
@@ -391,6 +402,36 @@ void s2_append_session_stats(s2_append_session *s, s2_session_stats *out);
 
 /* Drops the caller's reference. A session not closed yet drains in the background. */
 void s2_append_session_release(s2_append_session *s);
+
+/* ---- Producer (s2_producer.c) --------------------------------------------------------------
+ * A session that batches single records in the core: a batch is sealed when the next record
+ * would exceed max_batch_records or max_batch_bytes, when it reaches either, or `linger`
+ * after its first record (the I/O thread's timer; 0: at its next turn). Each record's
+ * ticket is its batch's ticket plus its index in the batch. With a match_seq_num the value
+ * is chained: each batch carries the running value. Idempotent mode (one writer per stream)
+ * starts the chain at the tail and, after a reconnect, treats a seq_num_mismatch that shows
+ * a resent batch already landed as that batch's ack, so nothing is written twice. */
+
+typedef struct s2_producer_options {
+    s2_session_options session; /* max_inflight_bytes (records admitted, not acked), ... */
+    double linger;              /* seconds */
+    size_t max_batch_records;
+    size_t max_batch_bytes; /* metered */
+    bool idempotent;        /* needs has_match_seq_num (the stream's tail) */
+    bool has_match_seq_num;
+    uint64_t match_seq_num;
+    const char *fencing_token; /* NULL: none; copied */
+    size_t fencing_token_len;
+} s2_producer_options;
+
+s2_append_session *s2_producer_open(s2_runtime *rt, const char *basin, const char *stream,
+                                    const s2_producer_options *opts, s2_error *err);
+/* Copies the record into the open batch (waiting up to timeout for capacity). On success
+ * *ticket is a new reference to the batch's ticket and *index the record's place in it. */
+int s2_producer_submit(s2_append_session *s, const s2_record *r, double timeout,
+                       s2_ticket **ticket, uint32_t *index, s2_error *err);
+/* Seals the open batch now and waits until everything submitted so far is acked. */
+int s2_producer_flush(s2_append_session *s, double timeout, s2_error *err);
 
 typedef enum s2_ticket_state {
     S2_TICKET_PENDING = 0,

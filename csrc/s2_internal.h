@@ -29,9 +29,13 @@ typedef struct s2_batch {
     size_t metered;
     size_t num_records;
     s2_ticket *ticket;
+    bool has_msn; /* carries match_seq_num = msn (producer chains) */
+    uint64_t msn;
     /* I/O */
-    bool written;    /* some of its bytes went out on the current request stream */
-    double deadline; /* ack deadline once fully written, else 0 */
+    bool written;          /* some of its bytes went out on the current request stream */
+    bool sent_before;      /* written on an earlier stream that failed */
+    bool compress_pending; /* producer batch: compress when the I/O thread takes it */
+    double deadline;       /* ack deadline once fully written, else 0 */
 } s2_batch;
 
 typedef enum s2_session_state {
@@ -74,6 +78,17 @@ struct s2_append_session {
     bool draining;        /* the server advised a reconnect: finish this stream, move on */
     double last_advised;  /* when the last advised reconnect began (one per 60 s) */
 
+    /* Producer (s2_producer.c): the batch being filled. under mu */
+    bool producer;
+    s2_producer_options popts; /* fencing_token points at fencing_token below */
+    char *fencing_token;
+    s2_batch *open;
+    size_t open_metered;
+    double open_deadline; /* linger expiry, 0: none */
+    bool chain;           /* batches carry a chained match_seq_num */
+    uint64_t next_msn;
+    s2_ticket *last_ticket; /* of the last sealed batch (a reference) */
+
     /* HTTP/1.1 fallback: a worker thread of the session's own posts the pending batches one
      * at a time; the I/O thread then leaves the session alone. */
     bool http1;          /* under mu */
@@ -81,6 +96,20 @@ struct s2_append_session {
     bool worker_done;    /* under mu */
     pthread_t worker;
 };
+
+/* ---- shared by s2_session.c and s2_producer.c ---- */
+
+s2_ticket *s2_ticket_new(s2_runtime *rt);
+void s2_batch_free(s2_batch *b);
+/* Queues a sealed batch on pending and counts it in flight. under mu */
+void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b);
+/* Seals the producer's open batch into pending (no-op without one). under mu */
+void s2_producer_seal_locked(s2_append_session *s);
+/* Producer batches are compressed by the I/O thread when it takes them. */
+int s2_producer_compress(s2_append_session *s, s2_batch *b, s2_error *err);
+/* Idempotent producers: a seq_num_mismatch after a resend may mean batches already landed.
+ * Resolves those; true when the session can go on by resending the rest. I/O thread. */
+bool s2_producer_recover(s2_append_session *s, const s2_error *err);
 
 /* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
 

@@ -115,27 +115,45 @@ int s2_append_input_validate(const s2_append_input *in, size_t *metered, s2_erro
     return 0;
 }
 
+size_t s2_record_field_len(const s2_record *r) {
+    return len_field(record_len(r));
+}
+
+uint8_t *s2_record_field_encode(const s2_record *r, uint8_t *p) {
+    p = put_key(p, 1, WT_LEN);
+    p = put_varint(p, record_len(r));
+    if (r->has_timestamp) p = put_varint(put_key(p, 1, WT_VARINT), r->timestamp);
+    for (size_t j = 0; j < r->num_headers; j++) p = put_header(p, 2, &r->headers[j]);
+    if (r->body_len) p = put_bytes(p, 3, r->body, r->body_len);
+    return p;
+}
+
+size_t s2_append_conditions_len(bool has_match_seq_num, uint64_t match_seq_num,
+                                const char *fencing_token, size_t fencing_token_len) {
+    return (has_match_seq_num ? 1 + varint_len(match_seq_num) : 0) +
+           (fencing_token ? len_field(fencing_token_len) : 0);
+}
+
+uint8_t *s2_append_conditions_encode(bool has_match_seq_num, uint64_t match_seq_num,
+                                     const char *fencing_token, size_t fencing_token_len,
+                                     uint8_t *p) {
+    if (has_match_seq_num) p = put_varint(put_key(p, 2, WT_VARINT), match_seq_num);
+    if (fencing_token) p = put_bytes(p, 3, (const uint8_t *)fencing_token, fencing_token_len);
+    return p;
+}
+
 size_t s2_append_input_encoded_len(const s2_append_input *in) {
     size_t n = 0;
-    for (size_t i = 0; i < in->num_records; i++) n += len_field(record_len(&in->records[i]));
-    if (in->has_match_seq_num) n += 1 + varint_len(in->match_seq_num);
-    if (in->fencing_token) n += len_field(in->fencing_token_len);
-    return n;
+    for (size_t i = 0; i < in->num_records; i++) n += s2_record_field_len(&in->records[i]);
+    return n + s2_append_conditions_len(in->has_match_seq_num, in->match_seq_num,
+                                        in->fencing_token, in->fencing_token_len);
 }
 
 void s2_append_input_encode(const s2_append_input *in, uint8_t *out) {
     uint8_t *p = out;
-    for (size_t i = 0; i < in->num_records; i++) {
-        const s2_record *r = &in->records[i];
-        p = put_key(p, 1, WT_LEN);
-        p = put_varint(p, record_len(r));
-        if (r->has_timestamp) p = put_varint(put_key(p, 1, WT_VARINT), r->timestamp);
-        for (size_t j = 0; j < r->num_headers; j++) p = put_header(p, 2, &r->headers[j]);
-        if (r->body_len) p = put_bytes(p, 3, r->body, r->body_len);
-    }
-    if (in->has_match_seq_num) p = put_varint(put_key(p, 2, WT_VARINT), in->match_seq_num);
-    if (in->fencing_token)
-        p = put_bytes(p, 3, (const uint8_t *)in->fencing_token, in->fencing_token_len);
+    for (size_t i = 0; i < in->num_records; i++) p = s2_record_field_encode(&in->records[i], p);
+    s2_append_conditions_encode(in->has_match_seq_num, in->match_seq_num, in->fencing_token,
+                                in->fencing_token_len, p);
 }
 
 size_t s2_append_ack_encode(const s2_append_ack *ack, uint8_t out[S2_APPEND_ACK_MAX_LEN]) {

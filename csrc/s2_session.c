@@ -20,7 +20,7 @@ double s2_now(void) {
 
 /* ---- tickets ---------------------------------------------------------------------------- */
 
-static s2_ticket *ticket_new(s2_runtime *rt) {
+s2_ticket *s2_ticket_new(s2_runtime *rt) {
     s2_ticket *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     atomic_init(&t->refs, 1);
@@ -69,7 +69,7 @@ static void reset_stream_state(s2_append_session *s);
 
 /* ---- batches ---------------------------------------------------------------------------- */
 
-static void batch_free(s2_batch *b) {
+void s2_batch_free(s2_batch *b) {
     if (!b) return;
     s2_buf_free(&b->frame);
     s2_ticket_unref(b->ticket);
@@ -79,7 +79,7 @@ static void batch_free(s2_batch *b) {
 static void free_list(s2_batch *b) {
     while (b) {
         s2_batch *next = b->next;
-        batch_free(b);
+        s2_batch_free(b);
         b = next;
     }
 }
@@ -154,7 +154,7 @@ static void *http1_worker(void *arg) {
         }
         s2_runtime_broadcast(rt);
         s2_runtime_unlock(rt);
-        batch_free(b);
+        s2_batch_free(b);
         free_list(dropped);
         s2_runtime_lock(rt);
     }
@@ -257,14 +257,14 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory queuing a batch");
     s2_buf_init(&b->frame);
     if (s2_frame_append_input(in, s->opts.compression, &b->frame, err) != 0) {
-        batch_free(b);
+        s2_batch_free(b);
         return -1;
     }
     b->metered = metered;
     b->num_records = in->num_records;
-    b->ticket = ticket_new(s->rt);
+    b->ticket = s2_ticket_new(s->rt);
     if (!b->ticket) {
-        batch_free(b);
+        s2_batch_free(b);
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory queuing a batch");
     }
 
@@ -291,16 +291,10 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
             goto refused;
         }
     }
-    s2_session_stats *st = &s->stats;
-    st->inflight_bytes += metered;
-    st->inflight_batches++;
-    st->batches_submitted++;
-    if (st->inflight_bytes > st->peak_inflight_bytes) st->peak_inflight_bytes = st->inflight_bytes;
-    if (st->inflight_batches > st->peak_inflight_batches)
-        st->peak_inflight_batches = st->inflight_batches;
-    if (s->pending_tail) s->pending_tail->next = b;
-    else s->pending_head = b;
-    s->pending_tail = b;
+    s->stats.inflight_bytes += metered;
+    if (s->stats.inflight_bytes > s->stats.peak_inflight_bytes)
+        s->stats.peak_inflight_bytes = s->stats.inflight_bytes;
+    s2_session_enqueue_locked(s, b);
     s2_ticket_ref(b->ticket);
     *ticket = b->ticket;
     if (s->http1) s2_runtime_broadcast(s->rt); /* the worker waits on cond */
@@ -309,13 +303,25 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     return 0;
 refused:
     s2_runtime_unlock(s->rt);
-    batch_free(b);
+    s2_batch_free(b);
     return -1;
+}
+
+void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b) {
+    s2_session_stats *st = &s->stats;
+    st->inflight_batches++;
+    st->batches_submitted++;
+    if (st->inflight_batches > st->peak_inflight_batches)
+        st->peak_inflight_batches = st->inflight_batches;
+    if (s->pending_tail) s->pending_tail->next = b;
+    else s->pending_head = b;
+    s->pending_tail = b;
 }
 
 int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err) {
     double deadline = timeout < 0 ? -1 : s2_now() + timeout;
     s2_runtime_lock(s->rt);
+    s2_producer_seal_locked(s); /* no extra linger on close */
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
@@ -348,6 +354,7 @@ void s2_append_session_stats(s2_append_session *s, s2_session_stats *out) {
 void s2_append_session_release(s2_append_session *s) {
     s2_runtime_lock(s->rt);
     s->released = true;
+    s2_producer_seal_locked(s);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
     s2_runtime_broadcast(s->rt);
     s->refs--;
@@ -361,6 +368,9 @@ void s2_session_free(s2_append_session *s) {
     if (s->worker_started) pthread_join(s->worker, NULL);
     free_list(s->pending_head);
     free_list(s->inflight_head);
+    s2_batch_free(s->open);
+    s2_ticket_unref(s->last_ticket);
+    free(s->fencing_token);
     s2_buf_free(&s->error_body);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
@@ -379,6 +389,7 @@ static void reset_stream_state(s2_append_session *s) {
     s->draining = false;
     s2_frame_decoder_reset(&s->dec);
     for (s2_batch *b = s->inflight_head; b; b = b->next) {
+        b->sent_before |= b->written;
         b->written = false;
         b->deadline = 0;
     }
@@ -396,6 +407,12 @@ static s2_batch *fail_locked(s2_append_session *s, const s2_error *err) {
     }
     for (s2_batch *b = s->inflight_head; b; b = b->next) ticket_fail(b->ticket, err);
     for (s2_batch *b = s->pending_head; b; b = b->next) ticket_fail(b->ticket, err);
+    if (s->open) { /* a producer's records not sealed yet fail too */
+        ticket_fail(s->open->ticket, err);
+        s2_session_enqueue_locked(s, s->open); /* freed with pending below */
+        s->open = NULL;
+        s->open_deadline = 0;
+    }
     s->stats.inflight_bytes = 0;
     s->stats.inflight_batches = 0;
     s2_batch *pending = s->pending_head;
@@ -445,6 +462,13 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         }
         return;
     }
+    if (s2_producer_recover(s, err)) {
+        /* Resent batches had landed already: their tickets are resolved; go on at once. */
+        s->attempt = 0;
+        s->retry_at = s2_now();
+        s->resend = s->inflight_head != NULL;
+        return;
+    }
     double now = s2_now();
     if (strcmp(err->code, "server_draining") == 0 &&
         (!s->last_advised || now - s->last_advised >= 60)) {
@@ -485,6 +509,7 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
 void s2_session_service(s2_append_session *s) {
     /* Take what callers queued (unless the HTTP/1.1 worker does). */
     s2_runtime_lock(s->rt);
+    if (s->open && s->open_deadline && s2_now() >= s->open_deadline) s2_producer_seal_locked(s);
     if (s->http1) {
         s2_runtime_unlock(s->rt);
         return;
@@ -496,6 +521,20 @@ void s2_session_service(s2_append_session *s) {
     if (state == S2_SESSION_FAILED || state == S2_SESSION_CLOSED) {
         free_list(taken); /* cannot happen: failing empties pending; kept for safety */
         return;
+    }
+    for (s2_batch *b = taken; b; b = b->next) {
+        s2_error err;
+        if (b->compress_pending && s2_producer_compress(s, b, &err) != 0) {
+            s2_batch *rest = b; /* put them back so session_fail fails their tickets */
+            s2_runtime_lock(s->rt);
+            while (rest->next) rest = rest->next;
+            rest->next = s->pending_head;
+            s->pending_head = taken;
+            if (!s->pending_tail) s->pending_tail = rest;
+            s2_runtime_unlock(s->rt);
+            session_fail(s, &err);
+            return;
+        }
     }
     if (taken) {
         if (s->inflight_tail) s->inflight_tail->next = taken;
@@ -543,10 +582,15 @@ static bool is_http1(s2_append_session *s) {
 }
 
 double s2_session_next_deadline(s2_append_session *s) {
-    if (is_http1(s)) return 0;
-    if (s->retry_at) return s->retry_at;
-    if (s->inflight_head && s->inflight_head->deadline) return s->inflight_head->deadline;
-    return 0;
+    s2_runtime_lock(s->rt);
+    bool http1 = s->http1;
+    double d = s->open ? s->open_deadline : 0; /* a producer's linger */
+    s2_runtime_unlock(s->rt);
+    if (http1) return d;
+    double more[2] = {s->retry_at, s->inflight_head ? s->inflight_head->deadline : 0};
+    for (int i = 0; i < 2; i++)
+        if (more[i] && (!d || more[i] < d)) d = more[i];
+    return d;
 }
 
 void s2_session_check_timers(s2_append_session *s, double now) {
@@ -611,7 +655,7 @@ static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
     s->stats.batches_acked++;
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
-    batch_free(b);
+    s2_batch_free(b);
 }
 
 /* The server is going away (flag 0x10 on a frame): stop writing after the batch in progress,

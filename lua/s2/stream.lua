@@ -41,6 +41,11 @@ function Stream:append_session(opts)
   return require("s2.session").open(self, opts)
 end
 
+--- Opens a producer (see s2.producer).
+function Stream:producer(opts)
+  return require("s2.producer").open(self, opts)
+end
+
 --- The next sequence number to be assigned, and the timestamp of the last record.
 function Stream:check_tail()
   local body, err = self.basin:_json("GET", self.basin.stream_path(self.name) .. "/records/tail")

@@ -1,0 +1,89 @@
+--- Producer: submit single records, get a ticket per record. Batching (linger, record and
+-- byte limits), timers and ack fan-out live in the C core; submit is one C call.
+local util = require "s2.util"
+local core = require "s2.core"
+
+local Producer = {}
+Producer.__index = Producer
+
+local OPTIONS = util.set {
+  "linger", "max_batch_records", "max_batch_bytes", "max_inflight_bytes", "idempotent",
+  "fencing_token", "match_seq_num",
+}
+
+local function check_int(F, name, v, lo, hi)
+  if math.type(v) ~= "integer" or v < lo or v > hi then
+    error(("%s: %s must be an integer from %d to %d, got %s"):format(F, name, lo, hi,
+      tostring(v)), 4)
+  end
+  return v
+end
+
+function Producer.open(stream, opts)
+  local F = "stream:producer"
+  opts = util.check_options(F, opts, OPTIONS, 3)
+  local linger = opts.linger or 0.005
+  if type(linger) ~= "number" or linger ~= linger or linger < 0 or linger > 60 then
+    error(("%s: linger must be a number of seconds from 0 to 60, got %s")
+      :format(F, tostring(linger)), 3)
+  end
+  local max_records = check_int(F, "max_batch_records", opts.max_batch_records or 1000, 1,
+    core.MAX_BATCH_RECORDS)
+  local max_bytes = check_int(F, "max_batch_bytes", opts.max_batch_bytes or core.MAX_BATCH_BYTES,
+    8, core.MAX_BATCH_BYTES)
+  local max_inflight = check_int(F, "max_inflight_bytes",
+    opts.max_inflight_bytes or 5 * 1024 * 1024, max_bytes, math.maxinteger)
+  if opts.fencing_token ~= nil and (type(opts.fencing_token) ~= "string"
+      or #opts.fencing_token > core.MAX_FENCING_TOKEN) then
+    error(("%s: fencing_token must be a string of at most %d bytes"):format(F,
+      core.MAX_FENCING_TOKEN), 3)
+  end
+  local match_seq_num = opts.match_seq_num
+  if match_seq_num ~= nil then check_int(F, "match_seq_num", match_seq_num, 0, math.maxinteger) end
+  if opts.idempotent and match_seq_num == nil then
+    -- The chain starts at the tail; the single-writer rule makes it stay right.
+    local tail, err = stream:check_tail()
+    if not tail then return nil, err end
+    match_seq_num = tail.seq_num
+  end
+  local client = stream.client
+  local handle, err = client.core:producer(stream.basin.name, stream.name, {
+    linger = linger, max_batch_records = max_records, max_batch_bytes = max_bytes,
+    max_inflight_bytes = max_inflight, idempotent = opts.idempotent and true or false,
+    match_seq_num = match_seq_num, fencing_token = opts.fencing_token,
+    compression = client.compression, http1 = client.force_http1,
+  })
+  if not handle then return nil, err end
+  return setmetatable({ _core = handle, stream = stream, closed = false }, Producer)
+end
+
+--- Takes one record (a string or a record table); returns its ticket, or nil, err once the
+-- producer failed. Waits while max_inflight_bytes are in flight.
+function Producer:submit(record)
+  if self.closed then error("producer:submit: the producer is closed", 2) end
+  local ok, ticket, err = pcall(self._core.submit, self._core, record)
+  if not ok then error("producer:submit: " .. tostring(ticket), 2) end
+  return ticket, err
+end
+
+--- Sends the open batch now and waits until everything submitted so far is acked.
+-- true, or nil, err with the error that failed the producer.
+function Producer:flush(timeout)
+  if self.closed then error("producer:flush: the producer is closed", 2) end
+  return self._core:flush(timeout)
+end
+
+--- Flushes (without waiting out the linger), then ends the session. true | nil, err.
+function Producer:close(timeout)
+  self.closed = true
+  return self._core:close(timeout)
+end
+
+--- Counters: records_submitted, batches_submitted, batches_acked, inflight_bytes, ...
+function Producer:stats()
+  return self._core:stats()
+end
+
+Producer.__close = Producer.close
+
+return Producer
