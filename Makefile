@@ -45,7 +45,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer
 
 all: $(CORE_SO)
 
@@ -89,6 +89,10 @@ asan: deps
 bench-session: deps
 	@$(MAKE) --no-print-directory all
 	@$(IN_TREE) $(WITH_S2) sh -c 'for s in 1024 128 8192; do RECORD_SIZE=$$s $(LUA) bench/session_throughput.lua; done'
+
+bench-producer: deps
+	@$(MAKE) --no-print-directory all
+	@$(IN_TREE) $(WITH_S2) sh -c 'for s in 100 8192; do RECORD_SIZE=$$s $(LUA) bench/producer_throughput.lua; done'
 
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2
