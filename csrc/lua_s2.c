@@ -295,18 +295,21 @@ static void push_ack(lua_State *L, const s2_append_ack *ack) {
     lua_setfield(L, -2, "tail");
 }
 
+static void push_record(lua_State *L, const s2_sequenced_record *r) {
+    lua_createtable(L, 0, 4);
+    set_int(L, "seq_num", r->seq_num);
+    set_int(L, "timestamp", r->timestamp);
+    push_headers(L, r->headers, r->num_headers);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, (const char *)r->body, r->body_len);
+    lua_setfield(L, -2, "body");
+}
+
 static void push_read_batch(lua_State *L, const s2_read_batch *b) {
     lua_createtable(L, 0, 2);
     lua_createtable(L, (int)b->num_records, 0);
     for (size_t i = 0; i < b->num_records; i++) {
-        const s2_sequenced_record *r = &b->records[i];
-        lua_createtable(L, 0, 4);
-        set_int(L, "seq_num", r->seq_num);
-        set_int(L, "timestamp", r->timestamp);
-        push_headers(L, r->headers, r->num_headers);
-        lua_setfield(L, -2, "headers");
-        lua_pushlstring(L, (const char *)r->body, r->body_len);
-        lua_setfield(L, -2, "body");
+        push_record(L, &b->records[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "records");
@@ -747,7 +750,7 @@ typedef struct read_opts {
     double wait; /* < 0: not given */
 } read_opts;
 
-static void check_read_opts(lua_State *L, int idx, read_opts *o) {
+static void check_read_opts(lua_State *L, int idx, read_opts *o, bool unary) {
     static const char *const start_keys[] = {"seq_num", "timestamp", "tail_offset"};
     memset(o, 0, sizeof *o);
     o->start_key = "seq_num"; /* the SDKs' default start */
@@ -766,8 +769,10 @@ static void check_read_opts(lua_State *L, int idx, read_opts *o) {
     o->clamp = lua_toboolean(L, -1);
     lua_pop(L, 1);
     o->wait = opt_number(L, idx, "wait", -1);
-    if (o->wait > 60)
+    if (unary && o->wait > 60)
         luaL_error(L, "wait: %f seconds is over the limit of 60 for a unary read", o->wait);
+    if (o->wait != -1 && (o->wait < 0 || o->wait != o->wait))
+        luaL_error(L, "wait: must be a number of seconds >= 0");
 }
 
 /* Appends the query string of o to path; -1 when out of memory. */
@@ -798,7 +803,7 @@ static int l_client_read(lua_State *L) {
     luaL_checkstring(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
     read_opts o;
-    check_read_opts(L, 4, &o);
+    check_read_opts(L, 4, &o, true);
 
     s2_buf path;
     stream_path(L, 3, "/records", &path);
@@ -1186,6 +1191,110 @@ static int l_record_ticket_gc(lua_State *L) {
     return 0;
 }
 
+/* ---- read sessions ------------------------------------------------------------------------ */
+
+#define READER_MT "s2.core.read_session"
+
+/* client:read_session(basin, stream, opts) -> reader | nil, err
+ * opts: the read options (no 60 s cap on wait), ignore_command_records, compression */
+static int l_client_read_session(lua_State *L) {
+    client_ud *c = check_client(L);
+    const char *basin = luaL_checkstring(L, 2);
+    const char *stream = luaL_checkstring(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    read_opts o;
+    check_read_opts(L, 4, &o, false);
+    s2_read_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.start_kind = strcmp(o.start_key, "timestamp") == 0     ? S2_READ_TIMESTAMP
+                    : strcmp(o.start_key, "tail_offset") == 0 ? S2_READ_TAIL_OFFSET
+                                                              : S2_READ_SEQ_NUM;
+    ro.start = o.start;
+    ro.clamp = o.clamp;
+    ro.has_count = o.has_count;
+    ro.count = o.count;
+    ro.has_bytes = o.has_bytes;
+    ro.bytes = o.bytes;
+    ro.has_until = o.has_until;
+    ro.until = o.until;
+    ro.has_wait = o.wait >= 0;
+    ro.wait = o.wait;
+    lua_getfield(L, 4, "ignore_command_records");
+    ro.ignore_command_records = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    size_t len;
+    const char *comp = opt_string(L, 4, "compression", &len);
+    if (comp && strcmp(comp, "zstd") == 0) ro.compression = S2_COMPRESSION_ZSTD;
+    else if (comp && strcmp(comp, "gzip") == 0) ro.compression = S2_COMPRESSION_GZIP;
+    s2_error err;
+    if (!c->rt && !(c->rt = s2_runtime_new(s2_http_config(c->http), &err))) return fail(L, &err);
+    session_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->s = NULL;
+    luaL_setmetatable(L, READER_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    u->s = s2_read_session_open(c->rt, basin, stream, &ro, &err);
+    if (!u->s) return fail(L, &err);
+    return 1;
+}
+
+static session_ud *check_reader(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, READER_MT);
+    if (!u->s) luaL_error(L, "read session is closed");
+    return u;
+}
+
+/* reader:next([timeout]) -> record | nil (a limit was reached) | nil, err */
+static int l_reader_next(lua_State *L) {
+    session_ud *u = check_reader(L);
+    s2_sequenced_record r;
+    s2_error err;
+    int rc = s2_read_session_next(u->s, opt_timeout(L, 2), &r, &err);
+    if (rc < 0) return fail(L, &err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_record(L, &r);
+    return 1;
+}
+
+/* reader:status() -> { caught_up, tail, ended, delivered, reconnects } */
+static int l_reader_status(lua_State *L) {
+    session_ud *u = check_reader(L);
+    s2_read_status st;
+    s2_read_session_status(u->s, &st);
+    lua_createtable(L, 0, 5);
+    lua_pushboolean(L, st.caught_up);
+    lua_setfield(L, -2, "caught_up");
+    lua_pushboolean(L, st.ended);
+    lua_setfield(L, -2, "ended");
+    set_size(L, "delivered", st.delivered);
+    set_size(L, "reconnects", st.reconnects);
+    if (st.has_tail) {
+        push_position(L, &st.tail);
+        lua_setfield(L, -2, "tail");
+    }
+    return 1;
+}
+
+static int l_reader_close(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, READER_MT);
+    if (u->s) {
+        s2_read_session_close(u->s);
+        s2_append_session_release(u->s);
+        u->s = NULL;
+    }
+    return 0;
+}
+
+static const luaL_Reg reader_methods[] = {
+    {"next", l_reader_next},
+    {"status", l_reader_status},
+    {"close", l_reader_close},
+    {NULL, NULL},
+};
+
 static const luaL_Reg producer_methods[] = {
     {"submit", l_producer_submit},
     {"flush", l_producer_flush},
@@ -1252,6 +1361,7 @@ static int l_client_stats(lua_State *L) {
 static const luaL_Reg client_methods[] = {
     {"append_session", l_client_append_session},
     {"producer", l_client_producer},
+    {"read_session", l_client_read_session},
     {"stats", l_client_stats},
     {"append", l_client_append},
     {"read", l_client_read},
@@ -1306,6 +1416,7 @@ int luaopen_s2_core(lua_State *L) {
     register_class(L, SESSION_MT, session_methods, emt, l_session_gc);
     register_class(L, TICKET_MT, ticket_methods, emt, l_ticket_gc);
     register_class(L, PRODUCER_MT, producer_methods, emt, l_producer_gc);
+    register_class(L, READER_MT, reader_methods, emt, l_reader_close);
     register_class(L, RECORD_TICKET_MT, record_ticket_methods, emt, l_record_ticket_gc);
 
     luaL_newlibtable(L, module_funcs);

@@ -226,6 +226,7 @@ typedef struct s2_frame {
     const uint8_t *payload; /* valid until the next call on the decoder */
     size_t len;
     int status; /* terminal frames: the HTTP status; the payload is then the JSON body */
+    size_t wire_len; /* bytes the frame took on the wire (header included) */
 } s2_frame;
 
 void s2_frame_decoder_init(s2_frame_decoder *d);
@@ -432,6 +433,51 @@ int s2_producer_submit(s2_append_session *s, const s2_record *r, double timeout,
                        s2_ticket **ticket, uint32_t *index, s2_error *err);
 /* Seals the open batch now and waits until everything submitted so far is acked. */
 int s2_producer_flush(s2_append_session *s, double timeout, s2_error *err);
+
+/* ---- Read sessions (s2_reader.c) -----------------------------------------------------------
+ * A GET .../records stream with S2S framing: ReadBatch frames, heartbeats (no records, a
+ * tail) consumed here. Batches wait in a buffer for the caller, who takes records one at a
+ * time; the HTTP/2 window is given back only as the caller drains, so a slow consumer stops
+ * the server instead of growing memory. On a retryable failure (or 20 s without any frame)
+ * it resumes from the last seq_num + 1 with count/bytes/wait reduced by what was delivered,
+ * so no record comes twice or goes missing. */
+
+typedef enum s2_read_start {
+    S2_READ_SEQ_NUM = 0,
+    S2_READ_TIMESTAMP,
+    S2_READ_TAIL_OFFSET,
+} s2_read_start;
+
+typedef struct s2_read_options {
+    s2_read_start start_kind;
+    uint64_t start;
+    bool clamp;
+    bool has_count, has_bytes, has_until, has_wait;
+    uint64_t count, bytes, until; /* bytes: metered */
+    double wait;                  /* seconds between records; without: follow forever */
+    bool ignore_command_records;
+    s2_compression compression; /* what the server may use (accept-encoding) */
+} s2_read_options;
+
+typedef struct s2_read_status {
+    bool caught_up; /* the last batch (or heartbeat) reached the tail */
+    bool has_tail;
+    s2_position tail; /* last observed tail */
+    bool ended;       /* a limit was reached; no more records */
+    uint64_t delivered;
+    uint64_t reconnects;
+} s2_read_status;
+
+s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                        const s2_read_options *opts, s2_error *err);
+/* The next record, waiting up to timeout (< 0: forever). 1: *rec filled (valid until the
+ * next call); 0: ended (a limit was reached); -1: err (also a timeout: code "timeout"). */
+int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_record *rec,
+                         s2_error *err);
+void s2_read_session_status(s2_append_session *s, s2_read_status *out);
+/* Stops reading; buffered records are dropped. Release the handle with
+ * s2_append_session_release as for every session. */
+void s2_read_session_close(s2_append_session *s);
 
 typedef enum s2_ticket_state {
     S2_TICKET_PENDING = 0,

@@ -217,6 +217,7 @@ int s2_frame_next(s2_frame_decoder *d, s2_frame *f, s2_error *err) {
     size_t plen = len - 1;
     d->off += 3 + len;
     memset(f, 0, sizeof *f);
+    f->wire_len = 3 + len;
     f->terminal = (flags & S2_FRAME_TERMINAL) != 0;
     f->reconnect = (flags & S2_FRAME_RECONNECT) != 0;
     if (f->terminal) {

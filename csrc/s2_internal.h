@@ -38,6 +38,16 @@ typedef struct s2_batch {
     double deadline;       /* ack deadline once fully written, else 0 */
 } s2_batch;
 
+/* A ReadBatch waiting for the reader: its payload and the records decoded from it. */
+typedef struct s2_rbatch {
+    struct s2_rbatch *next;
+    s2_buf payload;
+    s2_read_batch batch; /* points into payload */
+    size_t pos;          /* next record to hand out */
+    size_t wire_bytes;   /* DATA bytes it took on the stream, given back when drained */
+    unsigned gen;        /* the stream it came on (window credit goes to that one only) */
+} s2_rbatch;
+
 typedef enum s2_session_state {
     S2_SESSION_OPEN = 0,
     S2_SESSION_CLOSING, /* close() called or the handle dropped: drain, then end */
@@ -89,6 +99,23 @@ struct s2_append_session {
     uint64_t next_msn;
     s2_ticket *last_ticket; /* of the last sealed batch (a reference) */
 
+    /* Read session (s2_reader.c). `reader` and `ropts` are set at open. */
+    bool reader;
+    s2_read_options ropts;
+    /* under mu */
+    s2_rbatch *rq_head, *rq_tail; /* batches for the caller, in order */
+    s2_rbatch *rq_taken;          /* the batch the caller's last record came from */
+    size_t credit;                /* drained bytes of the current stream to give back */
+    unsigned gen;                 /* current stream generation */
+    s2_read_status rstatus;
+    /* I/O */
+    bool have_next_seq;
+    uint64_t next_seq;           /* resume point: last received seq_num + 1 */
+    uint64_t got_count, got_bytes; /* received so far (for resume) */
+    double last_frame_at;        /* inactivity: 20 s without a frame is a timeout */
+    double last_record_at;       /* for reducing `wait` on resume */
+    size_t unconsumed;           /* DATA bytes of the current stream not given back yet */
+
     /* HTTP/1.1 fallback: a worker thread of the session's own posts the pending batches one
      * at a time; the I/O thread then leaves the session alone. */
     bool http1;          /* under mu */
@@ -100,6 +127,9 @@ struct s2_append_session {
 /* ---- shared by s2_session.c and s2_producer.c ---- */
 
 s2_ticket *s2_ticket_new(s2_runtime *rt);
+s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char *stream,
+                                  const s2_session_options *opts, s2_error *err);
+int s2_session_register(s2_append_session *s, s2_error *err);
 void s2_batch_free(s2_batch *b);
 /* Queues a sealed batch on pending and counts it in flight. under mu */
 void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b);
@@ -110,6 +140,17 @@ int s2_producer_compress(s2_append_session *s, s2_batch *b, s2_error *err);
 /* Idempotent producers: a seq_num_mismatch after a resend may mean batches already landed.
  * Resolves those; true when the session can go on by resending the rest. I/O thread. */
 bool s2_producer_recover(s2_append_session *s, const s2_error *err);
+
+/* Reader hooks (s2_reader.c), dispatched from the session's. I/O thread. */
+void s2_reader_service(s2_append_session *s);
+void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n);
+void s2_reader_on_stream_close(s2_append_session *s, uint32_t h2_error);
+void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err);
+double s2_reader_next_deadline(s2_append_session *s);
+void s2_reader_check_timers(s2_append_session *s, double now);
+void s2_reader_free(s2_append_session *s);
+/* Builds the reader's current path + query (resume-adjusted) into b. */
+int s2_reader_path(s2_append_session *s, s2_buf *b);
 
 /* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
 
@@ -154,6 +195,8 @@ int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);
 int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err);
 /* Takes no new streams on the session's connection (the server advised a reconnect). */
 void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s);
+/* Gives n DATA bytes of the session's stream back to the HTTP/2 flow-control windows. */
+void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n);
 /* Lets the stream's data provider run again (new batches, or EOF to send). */
 void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s);
 /* Resets and forgets the session's stream (no more callbacks for it). */

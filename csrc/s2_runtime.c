@@ -340,12 +340,21 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     return 0;
 }
 
+/* Flow control is manual (no automatic WINDOW_UPDATE): append sessions give their bytes
+ * back at once; read sessions as their caller drains them (s2_reader.c). */
 static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
                          const uint8_t *data, size_t len, void *ud) {
     (void)flags;
     (void)ud;
     s2_append_session *s = stream_session(h2, stream_id);
-    if (s) s2_session_on_data(s, data, len);
+    if (!s) {
+        nghttp2_session_consume_connection(h2, len);
+    } else if (s->reader) {
+        s2_session_on_data(s, data, len);
+    } else {
+        nghttp2_session_consume(h2, stream_id, len);
+        s2_session_on_data(s, data, len);
+    }
     return 0;
 }
 
@@ -390,6 +399,7 @@ static int conn_start_h2(s2_conn *c, s2_error *err) {
         goto nomem;
     }
     nghttp2_option_set_peer_max_concurrent_streams(opt, MAX_STREAMS_PER_CONN);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     int rc = nghttp2_session_client_new2(&c->h2, cb, c, opt);
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
@@ -661,8 +671,19 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     }
     if (c->state != CONN_READY) return 1;
 
-    char path[600], auth[600];
-    snprintf(path, sizeof path, "%s%s", ep->path, s->path);
+    char path[1200], auth[600];
+    if (s->reader) {
+        s2_buf q;
+        s2_buf_init(&q);
+        if (s2_reader_path(s, &q) != 0 || q.len + strlen(ep->path) >= sizeof path) {
+            s2_buf_free(&q);
+            return s2_fail(err, S2_E_INVALID, "invalid", "read request path too long");
+        }
+        snprintf(path, sizeof path, "%s%s", ep->path, (const char *)q.data);
+        s2_buf_free(&q);
+    } else {
+        snprintf(path, sizeof path, "%s%s", ep->path, s->path);
+    }
     snprintf(auth, sizeof auth, "Bearer %s", rt->cfg.access_token);
     const char *scheme = ep->https ? "https" : "http";
     const char *encoding = s->opts.compression == S2_COMPRESSION_ZSTD   ? "zstd"
@@ -670,7 +691,7 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
                                                                         : NULL;
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
     nghttp2_nv nva[9] = {
-        NV(":method", "POST"),
+        NV(":method", s->reader ? "GET" : "POST"),
         NV(":scheme", scheme),
         NV(":authority", c->authority),
         NV(":path", path),
@@ -683,7 +704,7 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     if (encoding) nva[n++] = (nghttp2_nv)NV("accept-encoding", encoding);
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
-    int32_t id = nghttp2_submit_request(c->h2, NULL, nva, n, &prd, s);
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nva, n, s->reader ? NULL : &prd, s);
     if (id < 0) {
         s->conn = NULL;
         s2_fail(err, S2_E_CONNECTION, "connection_failed", "cannot open a stream: %s",
@@ -694,6 +715,21 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     s->stream_id = id;
     c->streams++;
     return 0;
+}
+
+void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n) {
+    (void)rt;
+    s2_conn *c = s->conn;
+    bool live = c && c->state == CONN_READY;
+    if (n == 0) { /* the stream is going away: all its bytes go back to the connection */
+        if (live && s->unconsumed) nghttp2_session_consume_connection(c->h2, s->unconsumed);
+        s->unconsumed = 0;
+        return;
+    }
+    if (n > s->unconsumed) n = s->unconsumed;
+    if (live && s->stream_id) nghttp2_session_consume(c->h2, s->stream_id, n);
+    else if (live) nghttp2_session_consume_connection(c->h2, n);
+    s->unconsumed -= n;
 }
 
 void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s) {

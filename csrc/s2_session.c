@@ -198,8 +198,9 @@ void s2_session_switch_http1(s2_append_session *s) {
 
 /* ---- open / submit / close (caller side) -------------------------------------------------- */
 
-s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, const char *stream,
-                                          const s2_session_options *opts, s2_error *err) {
+/* Allocates a session, not yet known to the runtime. */
+s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char *stream,
+                                  const s2_session_options *opts, s2_error *err) {
     s2_append_session *s = calloc(1, sizeof *s);
     s2_buf path;
     s2_buf_init(&path);
@@ -215,18 +216,6 @@ s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, con
     s->refs = 2; /* the caller's handle and the runtime's list */
     s2_buf_init(&s->error_body);
     s2_frame_decoder_init(&s->dec);
-    if (s2_runtime_add_session(rt, s, err) != 0) {
-        s2_session_free(s);
-        return NULL;
-    }
-    s2_runtime_lock(rt);
-    int rc = (opts->http1 || s2_runtime_http1(rt)) ? start_worker(s, err) : 0;
-    s2_runtime_unlock(rt);
-    if (rc != 0) {
-        session_fail(s, err);
-        s2_append_session_release(s);
-        return NULL;
-    }
     return s;
 nomem:
     if (s) {
@@ -236,6 +225,30 @@ nomem:
     s2_buf_free(&path);
     s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a session");
     return NULL;
+}
+
+/* Hands a new session to the runtime (and its I/O thread). On failure it is freed. */
+int s2_session_register(s2_append_session *s, s2_error *err) {
+    if (s2_runtime_add_session(s->rt, s, err) != 0) {
+        s2_session_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                          const s2_session_options *opts, s2_error *err) {
+    s2_append_session *s = s2_session_new(rt, basin, stream, opts, err);
+    if (!s || s2_session_register(s, err) != 0) return NULL;
+    s2_runtime_lock(rt);
+    int rc = (opts->http1 || s2_runtime_http1(rt)) ? start_worker(s, err) : 0;
+    s2_runtime_unlock(rt);
+    if (rc != 0) {
+        session_fail(s, err);
+        s2_append_session_release(s);
+        return NULL;
+    }
+    return s;
 }
 
 /* The error a submit gets once the session no longer takes batches. under mu */
@@ -366,6 +379,7 @@ void s2_append_session_release(s2_append_session *s) {
 
 void s2_session_free(s2_append_session *s) {
     if (s->worker_started) pthread_join(s->worker, NULL);
+    if (s->reader) s2_reader_free(s);
     free_list(s->pending_head);
     free_list(s->inflight_head);
     s2_batch_free(s->open);
@@ -435,7 +449,18 @@ static void session_fail(s2_append_session *s, const s2_error *err) {
 }
 
 void s2_session_abort(s2_append_session *s, const s2_error *err) {
-    session_fail(s, err);
+    if (!s->reader) {
+        session_fail(s, err);
+        return;
+    }
+    s2_runtime_cancel_stream(s->rt, s);
+    s2_runtime_lock(s->rt);
+    if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
+        s->state = S2_SESSION_FAILED;
+        s->failure = *err;
+    }
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
 }
 
 /* One attempt failed (stream error, terminal frame, ack timeout, lost connection). Either
@@ -507,6 +532,10 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
 }
 
 void s2_session_service(s2_append_session *s) {
+    if (s->reader) {
+        s2_reader_service(s);
+        return;
+    }
     /* Take what callers queued (unless the HTTP/1.1 worker does). */
     s2_runtime_lock(s->rt);
     if (s->open && s->open_deadline && s2_now() >= s->open_deadline) s2_producer_seal_locked(s);
@@ -582,6 +611,7 @@ static bool is_http1(s2_append_session *s) {
 }
 
 double s2_session_next_deadline(s2_append_session *s) {
+    if (s->reader) return s2_reader_next_deadline(s);
     s2_runtime_lock(s->rt);
     bool http1 = s->http1;
     double d = s->open ? s->open_deadline : 0; /* a producer's linger */
@@ -594,6 +624,10 @@ double s2_session_next_deadline(s2_append_session *s) {
 }
 
 void s2_session_check_timers(s2_append_session *s, double now) {
+    if (s->reader) {
+        s2_reader_check_timers(s, now);
+        return;
+    }
     if (is_http1(s)) return;
     if (s->retry_at && now >= s->retry_at) {
         s->retry_at = 0;
@@ -672,6 +706,10 @@ static void advise_reconnect(s2_append_session *s) {
 }
 
 void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
+    if (s->reader) {
+        s2_reader_on_data(s, p, n);
+        return;
+    }
     if (s->http_status != 200) {
         /* An error answer: keep (a bounded part of) its JSON body for on_stream_close. */
         size_t room = s->error_body.len < 65536 ? 65536 - s->error_body.len : 0;
@@ -707,6 +745,10 @@ void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
 }
 
 void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
+    if (s->reader) {
+        s2_reader_on_stream_close(s, h2_error);
+        return;
+    }
     s2_error err;
     if (h2_error != 0) {
         s2_fail(&err, S2_E_CONNECTION, "connection_failed", "the server reset the stream (%s)",
@@ -746,7 +788,8 @@ void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
 }
 
 void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err) {
-    attempt_failed(s, err);
+    if (s->reader) s2_reader_attempt_failed(s, err);
+    else attempt_failed(s, err);
 }
 
 ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags) {

@@ -41,6 +41,12 @@ function Stream:append_session(opts)
   return require("s2.session").open(self, opts)
 end
 
+--- Opens a read session (see s2.reader): same start/stop options as read, plus
+-- ignore_command_records.
+function Stream:read_session(opts)
+  return require("s2.reader").open(self, opts)
+end
+
 --- Opens a producer (see s2.producer).
 function Stream:producer(opts)
   return require("s2.producer").open(self, opts)

@@ -1,0 +1,375 @@
+/* s2_reader.c — read sessions: follow a stream over S2S, resume after failures.
+ *
+ * The I/O thread decodes ReadBatch frames into a queue (rq_*, under runtime->mu); the
+ * caller takes records one at a time. DATA bytes are given back to HTTP/2 flow control only
+ * as the caller drains batches, so the window bounds what a slow consumer buffers.
+ * Heartbeats update the tail and the caught-up flag and are not queued. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "s2_internal.h"
+
+#define INACTIVITY_TIMEOUT 20.0 /* seconds without any frame, heartbeats included */
+
+static void rbatch_free(s2_rbatch *b) {
+    if (!b) return;
+    s2_read_batch_free(&b->batch);
+    s2_buf_free(&b->payload);
+    free(b);
+}
+
+s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                        const s2_read_options *opts, s2_error *err) {
+    s2_session_options so = {.compression = opts->compression};
+    s2_append_session *s = s2_session_new(rt, basin, stream, &so, err);
+    if (!s) return NULL;
+    s->reader = true;
+    s->ropts = *opts;
+    s->last_frame_at = s->last_record_at = s2_now();
+    if (s2_session_register(s, err) != 0) return NULL;
+    return s;
+}
+
+void s2_reader_free(s2_append_session *s) {
+    for (s2_rbatch *b = s->rq_head, *next; b; b = next) {
+        next = b->next;
+        rbatch_free(b);
+    }
+    s->rq_head = s->rq_tail = NULL;
+}
+
+int s2_reader_path(s2_append_session *s, s2_buf *b) {
+    const s2_read_options *o = &s->ropts;
+    char part[96];
+    int rc = s2_buf_append_str(b, s->path);
+    static const char *const start_names[] = {"seq_num", "timestamp", "tail_offset"};
+    /* On resume, only seq_num: the next record after the last one received. */
+    if (s->have_next_seq)
+        snprintf(part, sizeof part, "?seq_num=%llu", (unsigned long long)s->next_seq);
+    else
+        snprintf(part, sizeof part, "?%s=%llu", start_names[o->start_kind],
+                 (unsigned long long)o->start);
+    rc |= s2_buf_append_str(b, part);
+    if (o->has_count) {
+        snprintf(part, sizeof part, "&count=%llu", (unsigned long long)(o->count - s->got_count));
+        rc |= s2_buf_append_str(b, part);
+    }
+    if (o->has_bytes) {
+        uint64_t left = s->got_bytes < o->bytes ? o->bytes - s->got_bytes : 0;
+        snprintf(part, sizeof part, "&bytes=%llu", (unsigned long long)left);
+        rc |= s2_buf_append_str(b, part);
+    }
+    if (o->has_until) {
+        snprintf(part, sizeof part, "&until=%llu", (unsigned long long)o->until);
+        rc |= s2_buf_append_str(b, part);
+    }
+    if (o->has_wait) {
+        /* The wait bounds the time between records: deduct what already passed. */
+        double left = o->wait - (s2_now() - s->last_record_at);
+        snprintf(part, sizeof part, "&wait=%llu", (unsigned long long)(left > 0 ? ceil(left) : 0));
+        rc |= s2_buf_append_str(b, part);
+    }
+    if (o->clamp && !s->have_next_seq) rc |= s2_buf_append_str(b, "&clamp=true");
+    return rc ? -1 : 0;
+}
+
+/* Forgets the current stream: its window credit goes back to the connection, and batches
+ * already queued from it will not credit the next stream. */
+static void drop_stream(s2_append_session *s) {
+    if (s->unconsumed) s2_runtime_consume(s->rt, s, 0); /* 0: give back all unconsumed */
+    s2_runtime_cancel_stream(s->rt, s);
+    s->http_status = 0;
+    s->error_body.len = 0;
+    s2_frame_decoder_reset(&s->dec);
+    s2_runtime_lock(s->rt);
+    s->gen++;
+    s->credit = 0;
+    s2_runtime_unlock(s->rt);
+}
+
+static void reader_fail(s2_append_session *s, const s2_error *err) {
+    drop_stream(s);
+    s2_runtime_lock(s->rt);
+    if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
+        s->state = S2_SESSION_FAILED;
+        s->failure = *err;
+    }
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+    s->retry_at = 0;
+}
+
+void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err) {
+    const s2_config *cfg = s2_runtime_config(s->rt);
+    drop_stream(s);
+    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
+    if (!err->retryable || s->attempt + 1 >= max) {
+        s2_error final = *err;
+        if (s->attempt > 0) {
+            size_t len = strlen(final.message);
+            snprintf(final.message + len, sizeof final.message - len, " (after %u attempts)",
+                     s->attempt + 1);
+        }
+        reader_fail(s, &final);
+        return;
+    }
+    s->retry_at = s2_now() + s2_runtime_backoff(s->rt, s->attempt, err->retry_after_ms);
+    s->attempt++;
+    s2_runtime_lock(s->rt);
+    s->rstatus.reconnects++;
+    s2_runtime_unlock(s->rt);
+}
+
+void s2_reader_service(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    s2_session_state state = s->state;
+    bool ended = s->rstatus.ended;
+    size_t credit = s->credit;
+    s->credit = 0;
+    s2_runtime_unlock(s->rt);
+    if (state != S2_SESSION_OPEN) { /* closed by the caller, or failed */
+        if (s->stream_id || s->conn) drop_stream(s);
+        return;
+    }
+    if (credit && s->stream_id) {
+        size_t n = credit < s->unconsumed ? credit : s->unconsumed;
+        s2_runtime_consume(s->rt, s, n);
+    }
+    if (ended || s->retry_at || s->stream_id) return;
+    s2_error err;
+    int rc = s2_runtime_open_stream(s->rt, s, &err);
+    if (rc < 0) s2_reader_attempt_failed(s, &err);
+    if (rc == 0) s->last_frame_at = s2_now();
+}
+
+double s2_reader_next_deadline(s2_append_session *s) {
+    if (s->retry_at) return s->retry_at;
+    if (s->stream_id) return s->last_frame_at + INACTIVITY_TIMEOUT;
+    return 0;
+}
+
+void s2_reader_check_timers(s2_append_session *s, double now) {
+    if (s->retry_at && now >= s->retry_at) {
+        s->retry_at = 0;
+        s2_reader_service(s);
+        return;
+    }
+    if (s->stream_id && now - s->last_frame_at >= INACTIVITY_TIMEOUT) {
+        s2_error err;
+        s2_fail(&err, S2_E_TIMEOUT, "timeout", "no data or heartbeat for %.0f s",
+                INACTIVITY_TIMEOUT);
+        err.retryable = true;
+        s2_reader_attempt_failed(s, &err);
+    }
+}
+
+static bool is_command(const s2_sequenced_record *r) {
+    return r->num_headers == 1 && r->headers[0].name_len == 0;
+}
+
+static size_t metered(const s2_sequenced_record *r) {
+    size_t n = S2_RECORD_OVERHEAD + r->body_len;
+    for (size_t i = 0; i < r->num_headers; i++)
+        n += S2_HEADER_OVERHEAD + r->headers[i].name_len + r->headers[i].value_len;
+    return n;
+}
+
+/* One regular frame: a batch for the caller, or a heartbeat. */
+static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
+    s2_rbatch *b = calloc(1, sizeof *b);
+    if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
+    s2_buf_init(&b->payload);
+    if (s2_buf_append(&b->payload, f->payload, f->len) != 0) {
+        rbatch_free(b);
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
+    }
+    if (s2_read_batch_decode(b->payload.data, b->payload.len, &b->batch, err) != 0) {
+        rbatch_free(b);
+        return -1;
+    }
+    b->wire_bytes = f->wire_len;
+    size_t n = b->batch.num_records;
+    for (size_t i = 0; i < n; i++) {
+        const s2_sequenced_record *r = &b->batch.records[i];
+        if (s->have_next_seq && r->seq_num < s->next_seq) {
+            rbatch_free(b);
+            return s2_fail(err, S2_E_PROTOCOL, "protocol_error",
+                           "record %llu arrived after %llu: out of order",
+                           (unsigned long long)r->seq_num, (unsigned long long)s->next_seq - 1);
+        }
+        s->have_next_seq = true;
+        s->next_seq = r->seq_num + 1;
+        s->got_count++;
+        s->got_bytes += metered(r);
+    }
+    if (n) {
+        s->attempt = 0; /* progress */
+        s->last_record_at = s2_now();
+    }
+    s2_runtime_lock(s->rt);
+    s2_read_status *st = &s->rstatus;
+    if (b->batch.has_tail) {
+        st->has_tail = true;
+        st->tail = b->batch.tail;
+        st->caught_up = n == 0 || b->batch.records[n - 1].seq_num + 1 >= b->batch.tail.seq_num;
+    } else if (n) {
+        st->caught_up = false;
+    }
+    if (n) {
+        b->gen = s->gen;
+        if (s->rq_tail) s->rq_tail->next = b;
+        else s->rq_head = b;
+        s->rq_tail = b;
+        b = NULL;
+    }
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+    if (b) { /* a heartbeat: its bytes go straight back to the window */
+        s2_runtime_consume(s->rt, s, f->wire_len < s->unconsumed ? f->wire_len : s->unconsumed);
+        rbatch_free(b);
+    }
+    return 0;
+}
+
+void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
+    s->last_frame_at = s2_now();
+    s->unconsumed += n;
+    if (s->http_status != 200) {
+        size_t room = s->error_body.len < 65536 ? 65536 - s->error_body.len : 0;
+        if (room) s2_buf_append(&s->error_body, p, n < room ? n : room);
+        s2_runtime_consume(s->rt, s, n);
+        return;
+    }
+    s2_error err;
+    if (s2_frame_feed(&s->dec, p, n, &err) != 0) {
+        reader_fail(s, &err);
+        return;
+    }
+    s2_frame f;
+    int rc;
+    int32_t stream = s->stream_id;
+    while (s->stream_id == stream && stream && (rc = s2_frame_next(&s->dec, &f, &err)) != 0) {
+        if (rc < 0) {
+            reader_fail(s, &err);
+            return;
+        }
+        if (f.terminal) {
+            s2_error_from_response(&err, f.status, f.payload, f.len);
+            s2_reader_attempt_failed(s, &err);
+            return;
+        }
+        bool advised = f.reconnect;
+        if (take_batch(s, &f, &err) != 0) {
+            reader_fail(s, &err);
+            return;
+        }
+        if (advised) {
+            /* The server is going away: this batch is delivered, continue elsewhere. */
+            drop_stream(s);
+            s2_runtime_lock(s->rt);
+            s->rstatus.reconnects++;
+            s2_runtime_unlock(s->rt);
+            return;
+        }
+    }
+}
+
+void s2_reader_on_stream_close(s2_append_session *s, uint32_t h2_error) {
+    s2_error err;
+    if (h2_error != 0) {
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed", "the server reset the stream (%s)",
+                nghttp2_http2_strerror(h2_error));
+        err.retryable = true;
+        s2_reader_attempt_failed(s, &err);
+        return;
+    }
+    if (s->http_status != 200) {
+        s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
+                               s->error_body.len);
+        s2_reader_attempt_failed(s, &err);
+        return;
+    }
+    /* A clean end: a limit (count, bytes, until, wait) was reached. */
+    drop_stream(s);
+    s2_runtime_lock(s->rt);
+    s->rstatus.ended = true;
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+}
+
+/* ---- caller side ----------------------------------------------------------------------------- */
+
+int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_record *rec,
+                         s2_error *err) {
+    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+    bool wake = false;
+    int rc;
+    s2_rbatch *drained = NULL;
+    s2_runtime_lock(s->rt);
+    for (;;) {
+        s2_rbatch *b = s->rq_head;
+        while (b && b->pos >= b->batch.num_records) { /* fully handed out: give it back */
+            s->rq_head = b->next;
+            if (!s->rq_head) s->rq_tail = NULL;
+            if (b->gen == s->gen) s->credit += b->wire_bytes;
+            b->next = drained;
+            drained = b;
+            wake = true;
+            b = s->rq_head;
+        }
+        if (b) {
+            const s2_sequenced_record *r = &b->batch.records[b->pos++];
+            if (s->ropts.ignore_command_records && is_command(r)) continue;
+            *rec = *r; /* points into b, which stays queued until the next call */
+            s->rstatus.delivered++;
+            rc = 1;
+            break;
+        }
+        if (s->state == S2_SESSION_FAILED) {
+            *err = s->failure;
+            rc = -1;
+            break;
+        }
+        if (s->rstatus.ended || s->state != S2_SESSION_OPEN) {
+            rc = 0;
+            break;
+        }
+        if (wake) { /* let the I/O thread open the window before we sleep */
+            s2_runtime_unlock(s->rt);
+            s2_runtime_wake(s->rt);
+            wake = false;
+            s2_runtime_lock(s->rt);
+            continue;
+        }
+        if (!s2_runtime_wait(s->rt, deadline)) {
+            s2_fail(err, S2_E_TIMEOUT, "timeout", "no record within %.3f s", timeout);
+            err->retryable = true;
+            rc = -1;
+            break;
+        }
+    }
+    s2_runtime_unlock(s->rt);
+    if (wake) s2_runtime_wake(s->rt);
+    while (drained) {
+        s2_rbatch *next = drained->next;
+        rbatch_free(drained);
+        drained = next;
+    }
+    return rc;
+}
+
+void s2_read_session_status(s2_append_session *s, s2_read_status *out) {
+    s2_runtime_lock(s->rt);
+    *out = s->rstatus;
+    s2_runtime_unlock(s->rt);
+}
+
+void s2_read_session_close(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSED;
+    s2_runtime_broadcast(s->rt);
+    s2_runtime_unlock(s->rt);
+    s2_runtime_wake(s->rt);
+}

@@ -1,0 +1,71 @@
+--- Read session: follows a stream over S2S, resuming after failures without duplicates or
+-- gaps. Records come from the C core one at a time; heartbeats are consumed there.
+local util = require "s2.util"
+
+local Reader = {}
+Reader.__index = Reader
+
+local OPTIONS = util.set {
+  "seq_num", "timestamp", "tail_offset", "clamp", "count", "bytes", "until", "wait",
+  "ignore_command_records",
+}
+
+function Reader.open(stream, opts)
+  local F = "stream:read_session"
+  opts = util.check_options(F, opts, OPTIONS, 3)
+  local client = stream.client
+  local copy = {}
+  for k, v in pairs(opts) do copy[k] = v end
+  copy.compression = client.compression
+  local ok, handle, err = pcall(client.core.read_session, client.core, stream.basin.name,
+    stream.name, copy)
+  if not ok then error(F .. ": " .. tostring(handle), 3) end
+  if not handle then return nil, err end
+  return setmetatable({ _core = handle, stream = stream, closed = false }, Reader)
+end
+
+--- The next record, waiting up to timeout seconds (nil: until one comes).
+-- record | nil (a limit was reached: count, bytes, until, wait) | nil, err
+function Reader:next(timeout)
+  if self.closed then error("reader:next: the read session is closed", 2) end
+  return self._core:next(timeout)
+end
+
+--- Iterator over the records, until a limit is reached or the session is closed.
+-- A failure is raised (the error object), since a for loop has no other way to report it.
+function Reader:records()
+  return function()
+    if self.closed then return nil end
+    local record, err = self._core:next()
+    if record == nil and err ~= nil then error(err, 2) end
+    return record
+  end
+end
+
+--- True once the session has reached the tail (then it waits for new records).
+function Reader:is_caught_up()
+  if self.closed then return false end
+  return self._core:status().caught_up
+end
+
+--- The last tail the server reported ({ seq_num, timestamp }), or nil.
+function Reader:last_tail()
+  if self.closed then return nil end
+  return self._core:status().tail
+end
+
+--- Counters and state: caught_up, tail, ended, delivered, reconnects.
+function Reader:status()
+  return self._core:status()
+end
+
+function Reader:close()
+  if not self.closed then
+    self.closed = true
+    self._core:close()
+  end
+  return true
+end
+Reader.__close = Reader.close
+
+return Reader
