@@ -45,7 +45,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit
 
 all: $(CORE_SO)
 
@@ -64,13 +64,27 @@ $(FAULT_PROXY): tools/fault_proxy.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -pthread -o $@ $<
 
+# The same sources for LuaJIT (Lua 5.1 ABI): what nginx's Lua module loads.
+luajit:
+	@$(MAKE) --no-print-directory LUA_PC=luajit BUILD=build-jit all
+
+# Scriptable S2 test server for the specs (tools/fault_server.c + the core's codec sources).
+FAULT_SERVER      ?= $(BUILD)/fault-server
+FAULT_SERVER_SRCS  = tools/fault_server.c csrc/s2_buf.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c
+FAULT_SERVER_PCS   = libnghttp2 libzstd zlib
+$(FAULT_SERVER): $(FAULT_SERVER_SRCS) csrc/s2.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -O2 -Icsrc \
+	  $(shell $(PKG_CONFIG) --cflags $(FAULT_SERVER_PCS)) -o $@ $(FAULT_SERVER_SRCS) \
+	  $(shell $(PKG_CONFIG) --libs $(FAULT_SERVER_PCS))
+
 deps:
 	@scripts/deps.sh
 
 # The whole suite runs against one in-memory s2-lite started (and stopped) by the wrapper;
 # each spec file makes its own uniquely named basin.
 test: deps
-	@$(MAKE) --no-print-directory all $(FAULT_PROXY)
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) luajit
 	@$(WITH_S2) $(BUSTED)
 
 demo: deps
@@ -82,7 +96,7 @@ demo: deps
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all
-	@$(MAKE) --no-print-directory $(FAULT_PROXY)
+	@$(MAKE) --no-print-directory $(FAULT_PROXY) $(FAULT_SERVER) luajit
 	@$(WITH_S2) env LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $(BUSTED) --cpath='build-asan/?.so'
 
@@ -97,7 +111,9 @@ bench-producer: deps
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(INST_LIBDIR)/s2/core.so
+	install -d $(DESTDIR)$(INST_LUADIR)/s2/adapters
 	install -m 0644 lua/s2/*.lua $(DESTDIR)$(INST_LUADIR)/s2/
+	install -m 0644 lua/s2/adapters/*.lua $(DESTDIR)$(INST_LUADIR)/s2/adapters/
 
 clean:
 	rm -rf $(BUILD)

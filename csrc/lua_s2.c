@@ -870,6 +870,12 @@ typedef struct ticket_ud {
     s2_ticket *t;
 } ticket_ud;
 
+/* A producer's record ticket: its batch's ticket and its place in the batch. */
+typedef struct record_ticket_ud {
+    s2_ticket *t;
+    uint32_t index;
+} record_ticket_ud;
+
 static size_t opt_size(lua_State *L, int idx, const char *k, size_t dflt) {
     uint64_t v = dflt;
     opt_u64(L, idx, k, "", &v);
@@ -1029,6 +1035,34 @@ static int l_ticket_result(lua_State *L) {
     return push_ticket_result(L, check_ticket(L)->t, false, 0);
 }
 
+/* cqueues' pollable protocol: pollfd(), events(), timeout(). The ticket's fd is made on the
+ * first pollfd() and becomes readable once the ticket resolves. */
+static s2_ticket *any_ticket(lua_State *L) {
+    void *p = luaL_testudata(L, 1, TICKET_MT);
+    if (p) return ((ticket_ud *)p)->t;
+    return ((record_ticket_ud *)luaL_checkudata(L, 1, RECORD_TICKET_MT))->t;
+}
+
+static int l_ticket_pollfd(lua_State *L) {
+    int fd = s2_ticket_fd(any_ticket(L));
+    if (fd < 0) return luaL_error(L, "ticket:pollfd: no eventfd available");
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int l_ticket_events(lua_State *L) {
+    any_ticket(L);
+    lua_pushliteral(L, "r");
+    return 1;
+}
+
+/* 0 once resolved (wake at once), nil while pending (wait for the fd). */
+static int l_ticket_timeout(lua_State *L) {
+    if (s2_ticket_result(any_ticket(L), NULL, NULL) != S2_TICKET_PENDING) lua_pushnumber(L, 0);
+    else lua_pushnil(L);
+    return 1;
+}
+
 static int l_ticket_gc(lua_State *L) {
     ticket_ud *u = luaL_checkudata(L, 1, TICKET_MT);
     s2_ticket_unref(u->t);
@@ -1037,11 +1071,6 @@ static int l_ticket_gc(lua_State *L) {
 }
 
 /* ---- producer and record tickets --------------------------------------------------------- */
-
-typedef struct record_ticket_ud {
-    s2_ticket *t;
-    uint32_t index;
-} record_ticket_ud;
 
 /* client:producer(basin, stream, { linger, max_batch_records, max_batch_bytes,
  *   max_inflight_bytes, idempotent, match_seq_num, fencing_token, compression, http1 })
@@ -1305,8 +1334,12 @@ static const luaL_Reg producer_methods[] = {
 
 static const luaL_Reg record_ticket_methods[] = {
     {"ack", l_record_ticket_ack},
+    {"wait", l_record_ticket_ack},
     {"ready", l_record_ticket_ready},
     {"result", l_record_ticket_result},
+    {"pollfd", l_ticket_pollfd},
+    {"events", l_ticket_events},
+    {"timeout", l_ticket_timeout},
     {NULL, NULL},
 };
 
@@ -1317,10 +1350,15 @@ static const luaL_Reg session_methods[] = {
     {NULL, NULL},
 };
 
+/* `wait` blocks the thread; `ack` is the same until lua/s2 installs the scheduler-aware one. */
 static const luaL_Reg ticket_methods[] = {
     {"ack", l_ticket_ack},
+    {"wait", l_ticket_ack},
     {"ready", l_ticket_ready},
     {"result", l_ticket_result},
+    {"pollfd", l_ticket_pollfd},
+    {"events", l_ticket_events},
+    {"timeout", l_ticket_timeout},
     {NULL, NULL},
 };
 
@@ -1370,7 +1408,21 @@ static const luaL_Reg client_methods[] = {
     {NULL, NULL},
 };
 
+/* methods(class) -> the method table of a class ("ticket", "record_ticket", ...), so the
+ * Lua layer can install scheduler-aware waiting (lua/s2/await.lua). */
+static int l_methods(lua_State *L) {
+    static const char *const names[] = {"ticket", "record_ticket", "append_session",
+                                        "producer", "read_session", "client", NULL};
+    static const char *const mts[] = {TICKET_MT, RECORD_TICKET_MT, SESSION_MT,
+                                      PRODUCER_MT, READER_MT, CLIENT_MT};
+    int i = luaL_checkoption(L, 1, NULL, names);
+    luaL_getmetatable(L, mts[i]);
+    lua_getfield(L, -1, "__index");
+    return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
+    {"methods", l_methods},
     {"metered_bytes", l_metered_bytes},
     {"encode_append_input", l_encode_append_input},
     {"decode_append_input", l_decode_append_input},

@@ -489,6 +489,9 @@ typedef enum s2_ticket_state {
 s2_ticket_state s2_ticket_result(s2_ticket *t, s2_append_ack *ack, s2_error *err);
 /* Waits until resolved or timeout seconds pass (< 0: forever); returns the state. */
 s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout);
+/* An fd that becomes readable once the ticket resolves (made on first call, closed with the
+ * ticket; never drained, so it stays readable). For poll/epoll-based schedulers. -1 on error. */
+int s2_ticket_fd(s2_ticket *t);
 void s2_ticket_ref(s2_ticket *t);
 void s2_ticket_unref(s2_ticket *t);
 

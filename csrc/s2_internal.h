@@ -20,6 +20,7 @@ struct s2_ticket {
     s2_ticket_state state; /* under mu */
     s2_append_ack ack;     /* under mu, valid when OK */
     s2_error err;          /* under mu, valid when FAILED */
+    int fd;                /* under mu: eventfd made on request (pollfd), written when resolved */
 };
 
 /* One submitted batch: its encoded S2S frame and the ticket it resolves. */
@@ -77,7 +78,8 @@ struct s2_append_session {
     s2_conn *conn;
     int32_t stream_id; /* 0: no request stream */
     int http_status;
-    s2_buf error_body; /* body of a non-200 answer */
+    uint64_t retry_after_ms; /* retry-after-ms header of a non-200 answer */
+    s2_buf error_body;       /* body of a non-200 answer */
     s2_frame_decoder dec;
     bool have_last_end;
     uint64_t last_end;
@@ -127,6 +129,7 @@ struct s2_append_session {
 /* ---- shared by s2_session.c and s2_producer.c ---- */
 
 s2_ticket *s2_ticket_new(s2_runtime *rt);
+void s2_ticket_resolve_locked(s2_ticket *t, const s2_append_ack *ack); /* under mu */
 s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char *stream,
                                   const s2_session_options *opts, s2_error *err);
 int s2_session_register(s2_append_session *s, s2_error *err);

@@ -235,8 +235,7 @@ bool s2_producer_recover(s2_append_session *s, const s2_error *err) {
         s->have_last_end = true;
         s->last_end = ack.end.seq_num;
         s2_runtime_lock(s->rt);
-        b->ticket->ack = ack;
-        b->ticket->state = S2_TICKET_OK;
+        s2_ticket_resolve_locked(b->ticket, &ack);
         s->stats.inflight_bytes -= b->metered;
         s->stats.inflight_batches--;
         s->stats.batches_acked++;

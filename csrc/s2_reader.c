@@ -81,6 +81,7 @@ static void drop_stream(s2_append_session *s) {
     if (s->unconsumed) s2_runtime_consume(s->rt, s, 0); /* 0: give back all unconsumed */
     s2_runtime_cancel_stream(s->rt, s);
     s->http_status = 0;
+    s->retry_after_ms = 0;
     s->error_body.len = 0;
     s2_frame_decoder_reset(&s->dec);
     s2_runtime_lock(s->rt);
@@ -288,6 +289,7 @@ void s2_reader_on_stream_close(s2_append_session *s, uint32_t h2_error) {
     if (s->http_status != 200) {
         s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
                                s->error_body.len);
+        err.retry_after_ms = s->retry_after_ms;
         s2_reader_attempt_failed(s, &err);
         return;
     }

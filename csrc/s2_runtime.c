@@ -333,10 +333,17 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     (void)ud;
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     s2_append_session *s = stream_session(h2, frame->hd.stream_id);
-    if (!s || namelen != 7 || memcmp(name, ":status", 7) != 0) return 0;
-    int status = 0;
-    for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
-    s2_session_on_status(s, status);
+    if (!s) return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int status = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
+        s2_session_on_status(s, status);
+    } else if (namelen == 14 && memcmp(name, "retry-after-ms", 14) == 0) {
+        uint64_t ms = 0;
+        for (size_t i = 0; i < valuelen && value[i] >= '0' && value[i] <= '9' && ms < 86400000u; i++)
+            ms = ms * 10 + (uint64_t)(value[i] - '0');
+        s->retry_after_ms = ms;
+    }
     return 0;
 }
 

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "s2_internal.h"
 
@@ -25,6 +27,7 @@ s2_ticket *s2_ticket_new(s2_runtime *rt) {
     if (!t) return NULL;
     atomic_init(&t->refs, 1);
     t->rt = rt;
+    t->fd = -1;
     t->state = S2_TICKET_PENDING;
     return t;
 }
@@ -34,7 +37,10 @@ void s2_ticket_ref(s2_ticket *t) {
 }
 
 void s2_ticket_unref(s2_ticket *t) {
-    if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) free(t);
+    if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        if (t->fd >= 0) close(t->fd);
+        free(t);
+    }
 }
 
 s2_ticket_state s2_ticket_result(s2_ticket *t, s2_append_ack *ack, s2_error *err) {
@@ -56,11 +62,40 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout) {
     return st;
 }
 
+/* Rings the ticket's fd, if anyone asked for one. under mu */
+static void ticket_signal(s2_ticket *t) {
+    if (t->fd >= 0) {
+        uint64_t one = 1;
+        ssize_t n = write(t->fd, &one, sizeof one);
+        (void)n; /* EAGAIN: already readable */
+    }
+}
+
+/* under mu */
+void s2_ticket_resolve_locked(s2_ticket *t, const s2_append_ack *ack) {
+    if (t->state != S2_TICKET_PENDING) return;
+    t->ack = *ack;
+    t->state = S2_TICKET_OK;
+    ticket_signal(t);
+}
+
 /* under mu */
 static void ticket_fail(s2_ticket *t, const s2_error *err) {
     if (t->state != S2_TICKET_PENDING) return;
     t->err = *err;
     t->state = S2_TICKET_FAILED;
+    ticket_signal(t);
+}
+
+int s2_ticket_fd(s2_ticket *t) {
+    s2_runtime_lock(t->rt);
+    if (t->fd < 0) {
+        t->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (t->fd >= 0 && t->state != S2_TICKET_PENDING) ticket_signal(t);
+    }
+    int fd = t->fd;
+    s2_runtime_unlock(t->rt);
+    return fd;
 }
 
 static void session_fail(s2_append_session *s, const s2_error *err);
@@ -142,8 +177,7 @@ static void *http1_worker(void *arg) {
         if (s->state == S2_SESSION_FAILED) {
             ticket_fail(b->ticket, &s->failure); /* failed meanwhile; counters were reset */
         } else if (rc == 0) {
-            b->ticket->ack = ack;
-            b->ticket->state = S2_TICKET_OK;
+            s2_ticket_resolve_locked(b->ticket, &ack);
             s->stats.inflight_bytes -= b->metered;
             s->stats.inflight_batches--;
             s->stats.batches_acked++;
@@ -398,6 +432,7 @@ static void reset_stream_state(s2_append_session *s) {
     s->stream_id = 0;
     s->conn = NULL;
     s->http_status = 0;
+    s->retry_after_ms = 0;
     s->error_body.len = 0;
     s->eof_sent = false;
     s->draining = false;
@@ -682,8 +717,7 @@ static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
     s->inflight_head = b->next;
     if (!s->inflight_head) s->inflight_tail = NULL;
     s2_runtime_lock(s->rt);
-    b->ticket->ack = *ack;
-    b->ticket->state = S2_TICKET_OK;
+    s2_ticket_resolve_locked(b->ticket, ack);
     s->stats.inflight_bytes -= b->metered;
     s->stats.inflight_batches--;
     s->stats.batches_acked++;
@@ -759,6 +793,7 @@ void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
     } else if (s->http_status != 200) {
         s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
                                s->error_body.len);
+        err.retry_after_ms = s->retry_after_ms;
     } else if (s->inflight_head && s->draining) {
         /* The advised handover: resend what was not acked, on a fresh stream, now. */
         s2_runtime_cancel_stream(s->rt, s);

@@ -47,5 +47,8 @@ build = {
     ["s2.session"] = "lua/s2/session.lua",
     ["s2.producer"] = "lua/s2/producer.lua",
     ["s2.reader"] = "lua/s2/reader.lua",
+    ["s2.await"] = "lua/s2/await.lua",
+    ["s2.adapters.luv"] = "lua/s2/adapters/luv.lua",
+    ["s2.adapters.copas"] = "lua/s2/adapters/copas.lua",
   },
 }

@@ -9,7 +9,9 @@ packages=(
   build-essential pkg-config
   lua5.4 liblua5.4-dev lua-busted lua-cjson
   libcurl4-openssl-dev libnghttp2-dev libssl-dev libzstd-dev zlib1g-dev
-  curl ca-certificates
+  curl ca-certificates openssl
+  luajit2 libluajit2-5.1-dev nginx-light libnginx-mod-http-lua
+  lua-cqueues lua-luv lua-copas
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@
 local core = require "s2.core"
 local client = require "s2.client"
 local errors = require "s2.error"
+local await = require "s2.await" -- installs scheduler-aware ticket:ack()
 
 local s2 = {
   VERSION = core.VERSION,
@@ -58,6 +59,10 @@ end
 function s2.metered_bytes(record)
   return core.metered_bytes(record)
 end
+
+--- Installs a scheduler hook for waiting (see s2.await): fn(waitable, timeout) -> true |
+-- nil, err | "block". Adapters: require("s2.adapters.luv")(), require("s2.adapters.copas")().
+s2.set_scheduler = await.set_scheduler
 
 s2.error = errors
 s2.is_error = errors.is

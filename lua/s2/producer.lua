@@ -12,7 +12,7 @@ local OPTIONS = util.set {
 }
 
 local function check_int(F, name, v, lo, hi)
-  if math.type(v) ~= "integer" or v < lo or v > hi then
+  if not util.is_integer(v) or v < lo or v > hi then
     error(("%s: %s must be an integer from %d to %d, got %s"):format(F, name, lo, hi,
       tostring(v)), 4)
   end
@@ -32,14 +32,14 @@ function Producer.open(stream, opts)
   local max_bytes = check_int(F, "max_batch_bytes", opts.max_batch_bytes or core.MAX_BATCH_BYTES,
     8, core.MAX_BATCH_BYTES)
   local max_inflight = check_int(F, "max_inflight_bytes",
-    opts.max_inflight_bytes or 5 * 1024 * 1024, max_bytes, math.maxinteger)
+    opts.max_inflight_bytes or 5 * 1024 * 1024, max_bytes, util.MAX_INTEGER)
   if opts.fencing_token ~= nil and (type(opts.fencing_token) ~= "string"
       or #opts.fencing_token > core.MAX_FENCING_TOKEN) then
     error(("%s: fencing_token must be a string of at most %d bytes"):format(F,
       core.MAX_FENCING_TOKEN), 3)
   end
   local match_seq_num = opts.match_seq_num
-  if match_seq_num ~= nil then check_int(F, "match_seq_num", match_seq_num, 0, math.maxinteger) end
+  if match_seq_num ~= nil then check_int(F, "match_seq_num", match_seq_num, 0, util.MAX_INTEGER) end
   if opts.idempotent and match_seq_num == nil then
     -- The chain starts at the tail; the single-writer rule makes it stay right.
     local tail, err = stream:check_tail()

@@ -14,12 +14,12 @@ function Session.open(stream, opts)
   local F = "stream:append_session"
   opts = util.check_options(F, opts, OPTIONS, 3)
   local max_bytes = opts.max_inflight_bytes or 5 * 1024 * 1024
-  if math.type(max_bytes) ~= "integer" or max_bytes < MIN_INFLIGHT_BYTES then
+  if not util.is_integer(max_bytes) or max_bytes < MIN_INFLIGHT_BYTES then
     error(("%s: max_inflight_bytes must be an integer of at least %d (1 MiB), got %s")
       :format(F, MIN_INFLIGHT_BYTES, tostring(max_bytes)), 3)
   end
   local max_batches = opts.max_inflight_batches
-  if max_batches ~= nil and (math.type(max_batches) ~= "integer" or max_batches < 1) then
+  if max_batches ~= nil and (not util.is_integer(max_batches) or max_batches < 1) then
     error(("%s: max_inflight_batches must be a positive integer, got %s")
       :format(F, tostring(max_batches)), 3)
   end

@@ -21,6 +21,14 @@ function M.check_options(fname, opts, allowed, level)
   return opts
 end
 
+-- Integers the same way on 5.4 (math.type) and LuaJIT (whole numbers up to 2^53).
+M.MAX_INTEGER = math.maxinteger or 2 ^ 53
+
+function M.is_integer(v)
+  if math.type then return math.type(v) == "integer" end
+  return type(v) == "number" and v % 1 == 0 and v >= -M.MAX_INTEGER and v <= M.MAX_INTEGER
+end
+
 function M.set(list)
   local s = {}
   for _, v in ipairs(list) do s[v] = true end
