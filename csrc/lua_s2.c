@@ -929,15 +929,23 @@ static double opt_timeout(lua_State *L, int idx) {
     return t;
 }
 
-/* session:submit(records [, opts]) -> ticket | nil, err */
+/* session:submit(records [, opts [, nowait]]) -> ticket | nil, err
+ * With nowait: false instead of waiting when the session is full. */
 static int l_session_submit(lua_State *L) {
     session_ud *u = check_session(L);
-    lua_settop(L, 3);
+    lua_settop(L, 4);
+    bool nowait = lua_toboolean(L, 4);
     s2_append_input in;
     check_append_input(L, 2, 3, &in);
     s2_ticket *t;
     s2_error err;
-    if (s2_append_session_submit(u->s, &in, -1, &t, &err) != 0) return fail(L, &err);
+    if (s2_append_session_submit(u->s, &in, nowait ? 0 : -1, &t, &err) != 0) {
+        if (nowait && err.kind == S2_E_TIMEOUT) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
+        return fail(L, &err);
+    }
     ticket_ud *tu = lua_newuserdatauv(L, sizeof *tu, 1);
     tu->t = t;
     luaL_setmetatable(L, TICKET_MT);
@@ -1118,11 +1126,15 @@ static session_ud *check_producer(lua_State *L) {
     return u;
 }
 
-/* producer:submit(record) -> record ticket | nil, err */
+/* producer:submit(record [, nowait]) -> record ticket | nil, err
+ * With nowait: false instead of waiting when max_inflight_bytes is reached. */
 static int l_producer_submit(lua_State *L) {
     session_ud *u = check_producer(L);
-    lua_settop(L, 2);
+    lua_settop(L, 3);
+    bool nowait = lua_toboolean(L, 3);
+    lua_pushvalue(L, 2); /* the record readers work on the top of the stack */
     size_t nh = scan_record(L, 0);
+    lua_pop(L, 1);
     s2_header stack_hdrs[8];
     s2_header *hdrs = nh <= 8 ? stack_hdrs : lua_newuserdatauv(L, nh * sizeof *hdrs, 0);
     lua_pushvalue(L, 2);
@@ -1131,8 +1143,12 @@ static int l_producer_submit(lua_State *L) {
     s2_ticket *t;
     uint32_t index;
     s2_error err;
-    if (s2_producer_submit(u->s, &r, -1, &t, &index, &err) != 0) {
+    if (s2_producer_submit(u->s, &r, nowait ? 0 : -1, &t, &index, &err) != 0) {
         if (err.kind == S2_E_INVALID) return luaL_error(L, "%s", err.message);
+        if (nowait && err.kind == S2_E_TIMEOUT) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
         return fail(L, &err);
     }
     record_ticket_ud *tu = lua_newuserdatauv(L, sizeof *tu, 1);
@@ -1396,7 +1412,26 @@ static int l_client_stats(lua_State *L) {
     return 1;
 }
 
+/* client:progress() -> n; client:progress_fd() -> fd (see s2_runtime_progress) */
+static int l_client_progress(lua_State *L) {
+    client_ud *c = check_client(L);
+    lua_pushinteger(L, c->rt ? (lua_Integer)s2_runtime_progress(c->rt) : 0);
+    return 1;
+}
+
+static int l_client_progress_fd(lua_State *L) {
+    client_ud *c = check_client(L);
+    s2_error err;
+    if (!c->rt && !(c->rt = s2_runtime_new(s2_http_config(c->http), &err))) return fail(L, &err);
+    int fd = s2_runtime_progress_fd(c->rt);
+    if (fd < 0) return luaL_error(L, "progress_fd: no eventfd available");
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
 static const luaL_Reg client_methods[] = {
+    {"progress", l_client_progress},
+    {"progress_fd", l_client_progress_fd},
     {"append_session", l_client_append_session},
     {"producer", l_client_producer},
     {"read_session", l_client_read_session},

@@ -363,6 +363,12 @@ typedef struct s2_runtime_stats {
 
 void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out);
 
+/* A counter bumped whenever something a caller may wait for happens (capacity freed, a
+ * ticket resolved, a session ended), and an eventfd that becomes readable with each bump
+ * (drained by this call). For schedulers that wait on fds instead of blocking in submit. */
+uint64_t s2_runtime_progress(s2_runtime *rt);
+int s2_runtime_progress_fd(s2_runtime *rt);
+
 /* False in a forked child: a runtime belongs to the process that made it. */
 bool s2_runtime_owned(const s2_runtime *rt);
 

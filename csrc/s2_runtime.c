@@ -72,6 +72,8 @@ struct s2_runtime {
     s2_append_session *sessions;
     s2_runtime_stats stats;
     bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
+    uint64_t progress; /* bumped on every broadcast: capacity freed, tickets resolved, ... */
+    int progress_fd;   /* eventfd written with each bump, made on request (schedulers) */
 
     pthread_t thread; /* set once, when started */
 
@@ -85,7 +87,35 @@ struct s2_runtime {
 
 void s2_runtime_lock(s2_runtime *rt) { pthread_mutex_lock(&rt->mu); }
 void s2_runtime_unlock(s2_runtime *rt) { pthread_mutex_unlock(&rt->mu); }
-void s2_runtime_broadcast(s2_runtime *rt) { pthread_cond_broadcast(&rt->cond); }
+void s2_runtime_broadcast(s2_runtime *rt) {
+    pthread_cond_broadcast(&rt->cond);
+    rt->progress++;
+    if (rt->progress_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t n = write(rt->progress_fd, &one, sizeof one);
+        (void)n;
+    }
+}
+
+uint64_t s2_runtime_progress(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    uint64_t p = rt->progress;
+    s2_runtime_unlock(rt);
+    return p;
+}
+
+int s2_runtime_progress_fd(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    if (rt->progress_fd < 0) rt->progress_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int fd = rt->progress_fd;
+    if (fd >= 0) { /* drained: readable again only after the next bump */
+        uint64_t v;
+        ssize_t n = read(fd, &v, sizeof v);
+        (void)n;
+    }
+    s2_runtime_unlock(rt);
+    return fd;
+}
 const s2_config *s2_runtime_config(s2_runtime *rt) { return &rt->cfg; }
 bool s2_runtime_owned(const s2_runtime *rt) { return rt->pid == getpid(); }
 
@@ -127,7 +157,7 @@ double s2_runtime_backoff(s2_runtime *rt, unsigned retry, uint64_t retry_after_m
 s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     s2_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) goto nomem;
-    rt->epfd = rt->wakefd = -1;
+    rt->epfd = rt->wakefd = rt->progress_fd = -1;
     rt->cfg = *cfg;
     rt->access_token = strdup(cfg->access_token ? cfg->access_token : "");
     rt->ca_file = cfg->ca_file ? strdup(cfg->ca_file) : NULL;
@@ -210,6 +240,7 @@ void s2_runtime_free(s2_runtime *rt) {
     s2_runtime_shutdown(rt);
     if (rt->epfd >= 0) close(rt->epfd);
     if (rt->wakefd >= 0) close(rt->wakefd);
+    if (rt->progress_fd >= 0) close(rt->progress_fd);
     if (rt->ssl_ctx) SSL_CTX_free(rt->ssl_ctx);
     pthread_mutex_destroy(&rt->mu);
     pthread_cond_destroy(&rt->cond);

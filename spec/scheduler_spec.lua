@@ -138,3 +138,42 @@ describe("tickets", function()
     assert.is_true(open_fds() <= before + 2, ("fds before %d, after %d"):format(before, open_fds()))
   end)
 end)
+
+describe("backpressure in a scheduler", function()
+  it("yields a cqueues coroutine blocked on a full producer instead of blocking", function()
+    local cqueues = require "cqueues"
+    local client = H.client()
+    local basin = H.new_basin(client, "bpsched")
+    local stream = H.new_stream(basin, "full")
+    -- 1 MiB in flight and 300 KB records: the 5th submit has to wait for acks
+    local p = must(stream:producer { max_inflight_bytes = 1024 * 1024, linger = 0.001 })
+    local body = ("w"):rep(300 * 1024)
+    local events, other_ran_while_waiting = {}, 0
+    local cq = cqueues.new()
+    local submitting = false
+    cq:wrap(function()
+      for i = 1, 12 do
+        submitting = true
+        must(p:submit(body))
+        submitting = false
+        events[#events + 1] = "submitted " .. i
+      end
+      must(p:flush())
+      events[#events + 1] = "flushed"
+    end)
+    cq:wrap(function()
+      for _ = 1, 200 do
+        if #events > 0 and events[#events] == "flushed" then break end
+        if submitting then other_ran_while_waiting = other_ran_while_waiting + 1 end
+        cqueues.sleep(0.002)
+      end
+    end)
+    assert(cq:loop(20))
+    assert.are.equal("flushed", events[#events])
+    assert.are.equal(13, #events)
+    -- the other coroutine ran while the first one was inside a waiting submit
+    assert.is_true(other_ran_while_waiting > 0)
+    must(p:close())
+    assert.are.equal(12, must(stream:check_tail()).seq_num)
+  end)
+end)

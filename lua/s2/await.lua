@@ -84,6 +84,27 @@ function M.wait(w, timeout)
   return "block"
 end
 
+--- Backpressure the same way: `try()` submits without waiting and returns false when there
+-- is no room; between tries we wait for the client's progress (capacity freed, a failure)
+-- the scheduler's way. In a plain script, `blocking()` does the waiting in C instead.
+function M.submit(client_core, try, blocking)
+  while true do
+    local fd = client_core:progress_fd() -- drained: readable again at the next progress
+    local seen = client_core:progress()
+    local r, err = try()
+    if r ~= false then return r, err end
+    local waiter = {
+      ready = function() return client_core:progress() ~= seen end,
+      pollfd = function() return fd end,
+      events = function() return "r" end,
+      timeout = function() return nil end,
+    }
+    local ok, werr = M.wait(waiter, nil)
+    if ok == "block" then return blocking() end
+    if not ok then return nil, werr end
+  end
+end
+
 local function ack(ticket, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
     error("ticket:ack: timeout must be a number of seconds >= 0", 2)

@@ -2,6 +2,7 @@
 -- byte limits), timers and ack fan-out live in the C core; submit is one C call.
 local util = require "s2.util"
 local core = require "s2.core"
+local await = require "s2.await"
 
 local Producer = {}
 Producer.__index = Producer
@@ -61,9 +62,14 @@ end
 -- producer failed. Waits while max_inflight_bytes are in flight.
 function Producer:submit(record)
   if self.closed then error("producer:submit: the producer is closed", 2) end
-  local ok, ticket, err = pcall(self._core.submit, self._core, record)
+  local core = self._core
+  local ok, ticket, err = pcall(core.submit, core, record, true)
   if not ok then error("producer:submit: " .. tostring(ticket), 2) end
-  return ticket, err
+  if ticket ~= false then return ticket, err end
+  -- Full: wait for room the way the current scheduler wants (yield or block).
+  return await.submit(self.stream.client.core,
+    function() return core:submit(record, true) end,
+    function() return core:submit(record) end)
 end
 
 --- Sends the open batch now and waits until everything submitted so far is acked.

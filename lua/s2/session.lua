@@ -39,9 +39,14 @@ end
 function Session:submit(records, opts)
   if self.closed then error("session:submit: the session is closed", 2) end
   if opts ~= nil then util.check_options("session:submit", opts, SUBMIT_OPTIONS, 2) end
-  local ok, ticket, err = pcall(self._core.submit, self._core, records, opts)
+  local h = self._core
+  local ok, ticket, err = pcall(h.submit, h, records, opts, true)
   if not ok then error("session:submit: " .. tostring(ticket), 2) end
-  return ticket, err
+  if ticket ~= false then return ticket, err end
+  -- Full: wait for room the way the current scheduler wants (yield or block).
+  return require("s2.await").submit(self.stream.client.core,
+    function() return h:submit(records, opts, true) end,
+    function() return h:submit(records, opts) end)
 end
 
 --- Waits for every submitted batch to be acked, then ends the session.
