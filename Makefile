@@ -37,6 +37,7 @@ CORE_SO   = $(BUILD)/s2/core.so
 
 INST_PREFIX ?= /usr/local
 INST_LIBDIR ?= $(shell $(PKG_CONFIG) --variable=INSTALL_CMOD $(LUA_PC) 2>/dev/null || echo $(INST_PREFIX)/lib/lua/$(LUA_VERSION))
+INST_BINDIR ?= $(INST_PREFIX)/bin
 INST_LUADIR ?= $(shell $(PKG_CONFIG) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/null || echo $(INST_PREFIX)/share/lua/$(LUA_VERSION))
 
 BUSTED   ?= $(LUA) /usr/bin/busted
@@ -108,12 +109,19 @@ bench-producer: deps
 	@$(MAKE) --no-print-directory all
 	@$(IN_TREE) $(WITH_S2) sh -c 'for s in 100 8192; do RECORD_SIZE=$$s $(LUA) bench/producer_throughput.lua; done'
 
+# Every examples/*.lua (not examples/openresty/) against a fresh s2-lite, one line each.
+examples: deps
+	@$(MAKE) --no-print-directory all
+	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
+
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(INST_LIBDIR)/s2/core.so
 	install -d $(DESTDIR)$(INST_LUADIR)/s2/adapters
 	install -m 0644 lua/s2/*.lua $(DESTDIR)$(INST_LUADIR)/s2/
 	install -m 0644 lua/s2/adapters/*.lua $(DESTDIR)$(INST_LUADIR)/s2/adapters/
+	install -d $(DESTDIR)$(INST_BINDIR)
+	install -m 0755 bin/s2lua $(DESTDIR)$(INST_BINDIR)/s2lua
 
 clean:
 	rm -rf $(BUILD)

@@ -916,9 +916,17 @@ static int l_client_append_session(lua_State *L) {
     return 1;
 }
 
+/* A session made before a fork belongs to the parent: its thread does not exist here. */
+static void check_owner(lua_State *L, s2_append_session *s) {
+    if (!s2_session_owned(s))
+        luaL_error(L, "this object was created in another process (before a fork); "
+                      "make a new client in this one");
+}
+
 static session_ud *check_session(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
     if (!u->s) luaL_error(L, "append session is closed");
+    check_owner(L, u->s);
     return u;
 }
 
@@ -994,13 +1002,23 @@ static int l_session_stats(lua_State *L) {
 
 static int l_session_gc(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
-    if (u->s) s2_append_session_release(u->s);
+    if (u->s && s2_session_owned(u->s)) s2_append_session_release(u->s);
     u->s = NULL;
     return 0;
 }
 
+static s2_ticket *owned_ticket(lua_State *L, s2_ticket *t);
+
 static ticket_ud *check_ticket(lua_State *L) {
-    return luaL_checkudata(L, 1, TICKET_MT);
+    ticket_ud *u = luaL_checkudata(L, 1, TICKET_MT);
+    owned_ticket(L, u->t);
+    return u;
+}
+
+static record_ticket_ud *check_record_ticket(lua_State *L) {
+    record_ticket_ud *u = luaL_checkudata(L, 1, RECORD_TICKET_MT);
+    owned_ticket(L, u->t);
+    return u;
 }
 
 /* Pushes the ticket's outcome: ack | nil, err | false (pending). */
@@ -1045,10 +1063,16 @@ static int l_ticket_result(lua_State *L) {
 
 /* cqueues' pollable protocol: pollfd(), events(), timeout(). The ticket's fd is made on the
  * first pollfd() and becomes readable once the ticket resolves. */
+static s2_ticket *owned_ticket(lua_State *L, s2_ticket *t) {
+    if (!s2_ticket_owned(t))
+        luaL_error(L, "this ticket was created in another process (before a fork)");
+    return t;
+}
+
 static s2_ticket *any_ticket(lua_State *L) {
     void *p = luaL_testudata(L, 1, TICKET_MT);
-    if (p) return ((ticket_ud *)p)->t;
-    return ((record_ticket_ud *)luaL_checkudata(L, 1, RECORD_TICKET_MT))->t;
+    if (p) return owned_ticket(L, ((ticket_ud *)p)->t);
+    return owned_ticket(L, ((record_ticket_ud *)luaL_checkudata(L, 1, RECORD_TICKET_MT))->t);
 }
 
 static int l_ticket_pollfd(lua_State *L) {
@@ -1123,6 +1147,7 @@ static int l_client_producer(lua_State *L) {
 static session_ud *check_producer(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
     if (!u->s) luaL_error(L, "producer is closed");
+    check_owner(L, u->s);
     return u;
 }
 
@@ -1189,7 +1214,7 @@ static int l_producer_stats(lua_State *L) {
 
 static int l_producer_gc(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
-    if (u->s) s2_append_session_release(u->s);
+    if (u->s && s2_session_owned(u->s)) s2_append_session_release(u->s);
     u->s = NULL;
     return 0;
 }
@@ -1213,20 +1238,20 @@ static int push_record_result(lua_State *L, record_ticket_ud *u, bool pending_is
 }
 
 static int l_record_ticket_ack(lua_State *L) {
-    record_ticket_ud *u = luaL_checkudata(L, 1, RECORD_TICKET_MT);
+    record_ticket_ud *u = check_record_ticket(L);
     double timeout = opt_timeout(L, 2);
     s2_ticket_wait(u->t, timeout);
     return push_record_result(L, u, true, timeout);
 }
 
 static int l_record_ticket_ready(lua_State *L) {
-    record_ticket_ud *u = luaL_checkudata(L, 1, RECORD_TICKET_MT);
+    record_ticket_ud *u = check_record_ticket(L);
     lua_pushboolean(L, s2_ticket_result(u->t, NULL, NULL) != S2_TICKET_PENDING);
     return 1;
 }
 
 static int l_record_ticket_result(lua_State *L) {
-    return push_record_result(L, luaL_checkudata(L, 1, RECORD_TICKET_MT), false, 0);
+    return push_record_result(L, check_record_ticket(L), false, 0);
 }
 
 static int l_record_ticket_gc(lua_State *L) {
@@ -1286,6 +1311,7 @@ static int l_client_read_session(lua_State *L) {
 static session_ud *check_reader(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, READER_MT);
     if (!u->s) luaL_error(L, "read session is closed");
+    check_owner(L, u->s);
     return u;
 }
 
@@ -1325,6 +1351,7 @@ static int l_reader_status(lua_State *L) {
 
 static int l_reader_close(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, READER_MT);
+    if (u->s && !s2_session_owned(u->s)) u->s = NULL; /* the parent's: leave it alone */
     if (u->s) {
         s2_read_session_close(u->s);
         s2_append_session_release(u->s);

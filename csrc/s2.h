@@ -407,6 +407,9 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
 
 void s2_append_session_stats(s2_append_session *s, s2_session_stats *out);
 
+/* False in a forked child for a session made by the parent (its I/O thread is not here). */
+bool s2_session_owned(const s2_append_session *s);
+
 /* Drops the caller's reference. A session not closed yet drains in the background. */
 void s2_append_session_release(s2_append_session *s);
 
@@ -498,6 +501,7 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout);
 /* An fd that becomes readable once the ticket resolves (made on first call, closed with the
  * ticket; never drained, so it stays readable). For poll/epoll-based schedulers. -1 on error. */
 int s2_ticket_fd(s2_ticket *t);
+bool s2_ticket_owned(const s2_ticket *t); /* false in a forked child */
 void s2_ticket_ref(s2_ticket *t);
 void s2_ticket_unref(s2_ticket *t);
 

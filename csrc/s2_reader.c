@@ -209,6 +209,12 @@ static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
         s->attempt = 0; /* progress */
         s->last_record_at = s2_now();
     }
+    if (!n && b->batch.has_tail && !s->have_next_seq) {
+        /* A heartbeat before any record: the start (maybe a tail_offset or timestamp) has
+         * been reached and nothing lies between it and the tail, so a resume starts there. */
+        s->have_next_seq = true;
+        s->next_seq = b->batch.tail.seq_num;
+    }
     s2_runtime_lock(s->rt);
     s2_read_status *st = &s->rstatus;
     if (b->batch.has_tail) {

@@ -87,6 +87,10 @@ static void ticket_fail(s2_ticket *t, const s2_error *err) {
     ticket_signal(t);
 }
 
+bool s2_ticket_owned(const s2_ticket *t) {
+    return s2_runtime_owned(t->rt);
+}
+
 int s2_ticket_fd(s2_ticket *t) {
     s2_runtime_lock(t->rt);
     if (t->fd < 0) {
@@ -392,6 +396,10 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
     return rc;
 }
 
+bool s2_session_owned(const s2_append_session *s) {
+    return s2_runtime_owned(s->rt);
+}
+
 void s2_append_session_stats(s2_append_session *s, s2_session_stats *out) {
     s2_runtime_lock(s->rt);
     *out = s->stats;
@@ -504,6 +512,9 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
     const s2_config *cfg = s2_runtime_config(s->rt);
     bool any_written = false;
     for (s2_batch *b = s->inflight_head; b; b = b->next) any_written |= b->written;
+    /* Before the reset below folds this stream's writes into sent_before: only batches
+     * written on an earlier, failed stream may have landed unseen. */
+    bool recovered = s2_producer_recover(s, err);
     s2_runtime_cancel_stream(s->rt, s);
     reset_stream_state(s);
 
@@ -522,7 +533,7 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         }
         return;
     }
-    if (s2_producer_recover(s, err)) {
+    if (recovered) {
         /* Resent batches had landed already: their tickets are resolved; go on at once. */
         s->attempt = 0;
         s->retry_at = s2_now();

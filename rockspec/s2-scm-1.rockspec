@@ -51,4 +51,7 @@ build = {
     ["s2.adapters.luv"] = "lua/s2/adapters/luv.lua",
     ["s2.adapters.copas"] = "lua/s2/adapters/copas.lua",
   },
+  install = {
+    bin = { s2lua = "bin/s2lua" },
+  },
 }

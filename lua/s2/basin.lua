@@ -66,5 +66,5 @@ function Basin:reconfigure_stream(name, changes)
   return self:_json("PATCH", stream_path(name), changes or {})
 end
 
-Basin.stream_path = stream_path
+Basin._stream_path = stream_path
 return Basin

@@ -90,6 +90,10 @@ function Producer:stats()
   return self._core:stats()
 end
 
-Producer.__close = Producer.close
+-- For `local x <close>`: Lua passes the error being raised (if any) as the second
+-- argument, which is not a timeout.
+function Producer:__close()
+  return self:close()
+end
 
 return Producer

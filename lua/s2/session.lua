@@ -62,6 +62,10 @@ function Session:stats()
   return self._core:stats()
 end
 
-Session.__close = Session.close
+-- For `local x <close>`: Lua passes the error being raised (if any) as the second
+-- argument, which is not a timeout.
+function Session:__close()
+  return self:close()
+end
 
 return Session

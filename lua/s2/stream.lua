@@ -54,7 +54,7 @@ end
 
 --- The next sequence number to be assigned, and the timestamp of the last record.
 function Stream:check_tail()
-  local body, err = self.basin:_json("GET", self.basin.stream_path(self.name) .. "/records/tail")
+  local body, err = self.basin:_json("GET", self.basin._stream_path(self.name) .. "/records/tail")
   if not body then return nil, err end
   return body.tail
 end
