@@ -46,7 +46,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat
 
 all: $(CORE_SO)
 
@@ -79,13 +79,22 @@ $(FAULT_SERVER): $(FAULT_SERVER_SRCS) csrc/s2.h
 	  $(shell $(PKG_CONFIG) --cflags $(FAULT_SERVER_PCS)) -o $@ $(FAULT_SERVER_SRCS) \
 	  $(shell $(PKG_CONFIG) --libs $(FAULT_SERVER_PCS))
 
+# Compile checks for the other Lua versions the C sources support.
+compat:
+	@$(MAKE) --no-print-directory LUA_PC=lua5.3 BUILD=build-5.3 all
+	@$(MAKE) --no-print-directory LUA_PC=lua5.1 BUILD=build-5.1 all
+
 deps:
 	@scripts/deps.sh
 
 # The whole suite runs against one in-memory s2-lite started (and stopped) by the wrapper;
 # each spec file makes its own uniquely named basin.
+# Also: the Lua 5.3 and 5.1 builds must compile, the rockspec must build and load, and every
+# example must run; then the spec suite, whose last line is "N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) luajit
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) luajit compat
+	@scripts/check-rockspec.sh
+	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
 	@$(WITH_S2) $(BUSTED)
 
 demo: deps

@@ -12,7 +12,11 @@
 
 #if LUA_VERSION_NUM == 503
 /* One user value: the binding only ever uses slot 1. */
-#define lua_setiuservalue(L, idx, n) (lua_setuservalue((L), (idx)), 1)
+static inline int lua_setiuservalue(lua_State *L, int idx, int n) {
+    (void)n;
+    lua_setuservalue(L, idx);
+    return 1;
+}
 #endif
 
 #if LUA_VERSION_NUM < 503

@@ -12,6 +12,7 @@ packages=(
   curl ca-certificates openssl
   luajit2 libluajit2-5.1-dev nginx-light libnginx-mod-http-lua
   lua-cqueues lua-luv lua-copas
+  liblua5.3-dev liblua5.1-0-dev luarocks
 )
 missing=()
 for p in "${packages[@]}"; do
