@@ -27,8 +27,8 @@ DEP_LIBS    := $(shell $(PKG_CONFIG) --libs $(DEP_PCS) 2>/dev/null) -lpthread
 
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
-CORE_SRCS = csrc/s2_buf.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c csrc/s2_endpoint.c \
-            csrc/s2_http.c csrc/s2_session.c csrc/s2_producer.c csrc/s2_reader.c csrc/s2_runtime.c
+CORE_SRCS = csrc/s2_buf.c csrc/s2_json.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c csrc/s2_endpoint.c \
+            csrc/s2_http.c csrc/s2_session.c csrc/s2_producer.c csrc/s2_reader.c csrc/s2_sse.c csrc/s2_runtime.c
 BIND_SRCS = csrc/lua_s2.c
 SRCS      = $(CORE_SRCS) $(BIND_SRCS)
 OBJS      = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
@@ -71,7 +71,7 @@ luajit:
 
 # Scriptable S2 test server for the specs (tools/fault_server.c + the core's codec sources).
 FAULT_SERVER      ?= $(BUILD)/fault-server
-FAULT_SERVER_SRCS  = tools/fault_server.c csrc/s2_buf.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c
+FAULT_SERVER_SRCS  = tools/fault_server.c csrc/s2_buf.c csrc/s2_json.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c
 FAULT_SERVER_PCS   = libnghttp2 libzstd zlib
 $(FAULT_SERVER): $(FAULT_SERVER_SRCS) csrc/s2.h
 	@mkdir -p $(dir $@)

@@ -1291,7 +1291,9 @@ static int l_client_read_session(lua_State *L) {
     ro.wait = o.wait;
     lua_getfield(L, 4, "ignore_command_records");
     ro.ignore_command_records = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, 4, "http1");
+    ro.http1 = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     size_t len;
     const char *comp = opt_string(L, 4, "compression", &len);
     if (comp && strcmp(comp, "zstd") == 0) ro.compression = S2_COMPRESSION_ZSTD;

@@ -466,6 +466,7 @@ typedef struct s2_read_options {
     double wait;                  /* seconds between records; without: follow forever */
     bool ignore_command_records;
     s2_compression compression; /* what the server may use (accept-encoding) */
+    bool http1; /* server-sent events over HTTP/1.1 (also chosen when ALPN offers no h2) */
 } s2_read_options;
 
 typedef struct s2_read_status {

@@ -14,6 +14,24 @@
 
 typedef struct s2_conn s2_conn;
 
+/* ---- JSON scanning (s2_json.c) ---- */
+typedef struct s2_json {
+    const uint8_t *p, *end;
+    int depth;
+} s2_json;
+/* Object members: the callback returns 1 when it consumed the value, 0 to skip it, -1 on
+ * error. Array elements: the callback consumes the element, 0 or -1. */
+typedef int (*s2_json_member_cb)(s2_json *s, const char *key, void *ud);
+typedef int (*s2_json_element_cb)(s2_json *s, size_t index, void *ud);
+void s2_json_ws(s2_json *s);
+int s2_json_string(s2_json *s, char *out, size_t cap); /* copies (truncating) with escapes */
+int s2_json_span(s2_json *s, const uint8_t **p, size_t *len); /* escape-free strings */
+int s2_json_u64(s2_json *s, uint64_t *out);
+int s2_json_skip(s2_json *s);
+int s2_json_object(s2_json *s, s2_json_member_cb cb, void *ud);
+int s2_json_array(s2_json *s, s2_json_element_cb cb, void *ud);
+int s2_json_position(s2_json *s, s2_position *pos); /* {seq_num, timestamp} */
+
 struct s2_ticket {
     atomic_int refs;
     s2_runtime *rt;
@@ -108,6 +126,7 @@ struct s2_append_session {
     s2_rbatch *rq_head, *rq_tail; /* batches for the caller, in order */
     s2_rbatch *rq_taken;          /* the batch the caller's last record came from */
     size_t credit;                /* drained bytes of the current stream to give back */
+    size_t rq_bytes;              /* payload bytes queued (the SSE worker waits on it) */
     unsigned gen;                 /* current stream generation */
     s2_read_status rstatus;
     /* I/O */
@@ -152,6 +171,12 @@ void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err);
 double s2_reader_next_deadline(s2_append_session *s);
 void s2_reader_check_timers(s2_append_session *s, double now);
 void s2_reader_free(s2_append_session *s);
+/* Queues a decoded batch for the caller: 1 queued, 0 heartbeat (freed), -1 error. */
+int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err);
+/* HTTP/1.1 (SSE) reading on a worker thread (s2_sse.c). under mu */
+int s2_reader_start_sse(s2_append_session *s, s2_error *err);
+/* The server offered no HTTP/2: continue over SSE. I/O thread. */
+void s2_reader_switch_sse(s2_append_session *s);
 /* Builds the reader's current path + query (resume-adjusted) into b. */
 int s2_reader_path(s2_append_session *s, s2_buf *b);
 

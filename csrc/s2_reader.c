@@ -28,7 +28,16 @@ s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const
     s->reader = true;
     s->ropts = *opts;
     s->last_frame_at = s->last_record_at = s2_now();
+    s->http1 = opts->http1; /* before the I/O thread can see the session */
     if (s2_session_register(s, err) != 0) return NULL;
+    s2_runtime_lock(rt);
+    int rc = (opts->http1 || s2_runtime_http1(rt)) ? s2_reader_start_sse(s, err) : 0;
+    s2_runtime_unlock(rt);
+    if (rc != 0) {
+        s2_read_session_close(s);
+        s2_append_session_release(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -123,8 +132,22 @@ void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err) {
     s2_runtime_unlock(s->rt);
 }
 
+void s2_reader_switch_sse(s2_append_session *s) {
+    drop_stream(s);
+    s->retry_at = 0;
+    s2_error err;
+    s2_runtime_lock(s->rt);
+    int rc = s2_reader_start_sse(s, &err);
+    s2_runtime_unlock(s->rt);
+    if (rc != 0) reader_fail(s, &err);
+}
+
 void s2_reader_service(s2_append_session *s) {
     s2_runtime_lock(s->rt);
+    if (s->http1) { /* the SSE worker reads */
+        s2_runtime_unlock(s->rt);
+        return;
+    }
     s2_session_state state = s->state;
     bool ended = s->rstatus.ended;
     size_t credit = s->credit;
@@ -146,12 +169,20 @@ void s2_reader_service(s2_append_session *s) {
 }
 
 double s2_reader_next_deadline(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    bool http1 = s->http1;
+    s2_runtime_unlock(s->rt);
+    if (http1) return 0;
     if (s->retry_at) return s->retry_at;
     if (s->stream_id) return s->last_frame_at + INACTIVITY_TIMEOUT;
     return 0;
 }
 
 void s2_reader_check_timers(s2_append_session *s, double now) {
+    s2_runtime_lock(s->rt);
+    bool http1 = s->http1;
+    s2_runtime_unlock(s->rt);
+    if (http1) return;
     if (s->retry_at && now >= s->retry_at) {
         s->retry_at = 0;
         s2_reader_service(s);
@@ -177,20 +208,9 @@ static size_t metered(const s2_sequenced_record *r) {
     return n;
 }
 
-/* One regular frame: a batch for the caller, or a heartbeat. */
-static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
-    s2_rbatch *b = calloc(1, sizeof *b);
-    if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
-    s2_buf_init(&b->payload);
-    if (s2_buf_append(&b->payload, f->payload, f->len) != 0) {
-        rbatch_free(b);
-        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
-    }
-    if (s2_read_batch_decode(b->payload.data, b->payload.len, &b->batch, err) != 0) {
-        rbatch_free(b);
-        return -1;
-    }
-    b->wire_bytes = f->wire_len;
+/* Accounts a decoded batch (or heartbeat) and queues it for the caller. Returns 1 when
+ * queued, 0 for a heartbeat (b is freed), -1 on an ordering violation (b is freed). */
+int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err) {
     size_t n = b->batch.num_records;
     for (size_t i = 0; i < n; i++) {
         const s2_sequenced_record *r = &b->batch.records[i];
@@ -208,8 +228,7 @@ static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
     if (n) {
         s->attempt = 0; /* progress */
         s->last_record_at = s2_now();
-    }
-    if (!n && b->batch.has_tail && !s->have_next_seq) {
+    } else if (b->batch.has_tail && !s->have_next_seq) {
         /* A heartbeat before any record: the start (maybe a tail_offset or timestamp) has
          * been reached and nothing lies between it and the tail, so a resume starts there. */
         s->have_next_seq = true;
@@ -226,18 +245,38 @@ static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
     }
     if (n) {
         b->gen = s->gen;
+        s->rq_bytes += b->payload.len;
         if (s->rq_tail) s->rq_tail->next = b;
         else s->rq_head = b;
         s->rq_tail = b;
-        b = NULL;
     }
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
-    if (b) { /* a heartbeat: its bytes go straight back to the window */
-        s2_runtime_consume(s->rt, s, f->wire_len < s->unconsumed ? f->wire_len : s->unconsumed);
+    if (!n) {
         rbatch_free(b);
+        return 0;
     }
-    return 0;
+    return 1;
+}
+
+/* One regular frame: a batch for the caller, or a heartbeat. */
+static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
+    s2_rbatch *b = calloc(1, sizeof *b);
+    if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
+    s2_buf_init(&b->payload);
+    if (s2_buf_append(&b->payload, f->payload, f->len) != 0) {
+        rbatch_free(b);
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
+    }
+    if (s2_read_batch_decode(b->payload.data, b->payload.len, &b->batch, err) != 0) {
+        rbatch_free(b);
+        return -1;
+    }
+    b->wire_bytes = f->wire_len;
+    int rc = s2_reader_enqueue(s, b, err);
+    if (rc == 0) /* a heartbeat: its bytes go straight back to the window */
+        s2_runtime_consume(s->rt, s, f->wire_len < s->unconsumed ? f->wire_len : s->unconsumed);
+    return rc < 0 ? -1 : 0;
 }
 
 void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
@@ -322,6 +361,7 @@ int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_reco
             s->rq_head = b->next;
             if (!s->rq_head) s->rq_tail = NULL;
             if (b->gen == s->gen) s->credit += b->wire_bytes;
+            s->rq_bytes -= b->payload.len;
             b->next = drained;
             drained = b;
             wake = true;

@@ -217,6 +217,10 @@ static int start_worker(s2_append_session *s, s2_error *err) {
 }
 
 void s2_session_switch_http1(s2_append_session *s) {
+    if (s->reader) {
+        s2_reader_switch_sse(s);
+        return;
+    }
     s2_error err;
     s->conn = NULL; /* the connection is going; nothing was sent on it */
     s->stream_id = 0;
@@ -277,7 +281,9 @@ int s2_session_register(s2_append_session *s, s2_error *err) {
 s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, const char *stream,
                                           const s2_session_options *opts, s2_error *err) {
     s2_append_session *s = s2_session_new(rt, basin, stream, opts, err);
-    if (!s || s2_session_register(s, err) != 0) return NULL;
+    if (!s) return NULL;
+    s->http1 = opts->http1; /* before the I/O thread can see the session */
+    if (s2_session_register(s, err) != 0) return NULL;
     s2_runtime_lock(rt);
     int rc = (opts->http1 || s2_runtime_http1(rt)) ? start_worker(s, err) : 0;
     s2_runtime_unlock(rt);

@@ -49,7 +49,10 @@ describe("append session", function()
   end)
 
   it("pipelines 10,000 batches: acks in order, seq nums contiguous, read-back equal", function()
-    local stream = H.new_stream(basin, "many")
+    -- a generous ack deadline: a timeout's resend could duplicate under "all" (see the
+    -- fault specs); this one is about ordering
+    local c = H.client { request_timeout = 60 }
+    local stream = c:basin(basin.name):stream(H.new_stream(basin, "many").name)
     local session = must(stream:append_session())
     local tickets = {}
     local n = 10000

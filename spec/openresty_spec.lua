@@ -32,7 +32,7 @@ describe("OpenResty", function()
     f:write(conf)
     f:close()
     local env = ("S2_BASIN=%s S2_STREAM=requests S2_LINGER=0.5"):format(basin_name)
-    os.execute(("cd %s && %s /usr/sbin/nginx -p %s -c %s/nginx.conf >%s/stdout.log 2>&1 & echo $! > %s/master.pid")
+    os.execute(("unset LD_PRELOAD; cd %s && %s /usr/sbin/nginx -p %s -c %s/nginx.conf >%s/stdout.log 2>&1 & echo $! > %s/master.pid")
       :format(prefix, env, prefix, prefix, prefix, prefix))
     for _ = 1, 100 do
       if sh(("curl -s -m 1 http://127.0.0.1:%d/ping"):format(port)):match("pong") then return end
@@ -43,7 +43,7 @@ describe("OpenResty", function()
 
   lazy_teardown(function()
     if prefix then
-      os.execute(("kill $(cat %s/master.pid) 2>/dev/null; sleep 0.3; rm -rf %s"):format(prefix, prefix))
+      os.execute(("unset LD_PRELOAD; kill $(cat %s/master.pid) 2>/dev/null; sleep 0.3; rm -rf %s"):format(prefix, prefix))
     end
   end)
 
@@ -51,7 +51,7 @@ describe("OpenResty", function()
     local n = 20
     -- 20 appends at once; the producer lingers 0.5 s, so they all wait in the worker
     for i = 1, n do
-      os.execute(("curl -s -m 20 -o %s/out.%d -d 'request-%d' http://127.0.0.1:%d/append &")
+      os.execute(("unset LD_PRELOAD; curl -s -m 20 -o %s/out.%d -d 'request-%d' http://127.0.0.1:%d/append &")
         :format(prefix, i, i, port))
     end
     -- meanwhile the same (single) worker answers /ping ...

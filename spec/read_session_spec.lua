@@ -25,7 +25,9 @@ describe("read session", function()
   it("follows a stream while a producer writes 100,000 records, then is caught up", function()
     local stream = H.new_stream(basin, "follow")
     local reader <close> = must(stream:read_session { seq_num = 0 })
-    local producer = must(stream:producer())
+    -- the writer with a generous ack deadline, so that no resend can duplicate a record
+    local producer = must(H.client { request_timeout = 60 }:basin(basin.name)
+      :stream(stream.name):producer())
     local n = 100000
     for i = 1, n do must(producer:submit(("%06d"):format(i))) end
     local bad = 0
@@ -169,5 +171,70 @@ describe("read session through a faulty network", function()
     assert.are.equal(0, bad)
     assert.is_true(r:status().reconnects >= 5, "reconnects " .. r:status().reconnects)
     assert.is_true(proxy:stats().cuts >= 5)
+  end)
+end)
+
+describe("read session over HTTP/1.1 (server-sent events)", function()
+  local basin
+  lazy_setup(function()
+    basin = H.new_basin(H.client(), "sse")
+  end)
+
+  it("follows, decodes binary records and stops at limits, like the HTTP/2 path", function()
+    local c = H.client { force_http1 = true }
+    local stream = c:basin(basin.name):stream(H.unique_name("s"))
+    local reader = must(stream:read_session { seq_num = 0 })
+    local p = must(stream:producer())
+    for i = 1, 3000 do
+      must(p:submit({ body = ("%05d"):format(i) .. "\0\255", headers = { { "k", "v" .. i }, { "z", "" } } }))
+    end
+    local bad = 0
+    for i = 1, 3000 do
+      local r = must(reader:next(30))
+      if r.seq_num ~= i - 1 or r.body ~= ("%05d"):format(i) .. "\0\255"
+          or r.headers[1][2] ~= "v" .. i or r.headers[2][1] ~= "z" or r.headers[2][2] ~= "" then
+        bad = bad + 1
+      end
+    end
+    assert.are.equal(0, bad)
+    must(p:close())
+    for _ = 1, 200 do
+      if reader:is_caught_up() then break end
+      reader:next(0.05)
+    end
+    assert.is_true(reader:is_caught_up())
+    assert.are.equal(3000, reader:last_tail().seq_num)
+    reader:close()
+    local bounded = must(stream:read_session { seq_num = 10, count = 5 })
+    local got = {}
+    for rec in bounded:records() do got[#got + 1] = rec.seq_num end
+    assert.are.same({ 10, 11, 12, 13, 14 }, got)
+    assert.are.equal(0, c:stats().connections_opened) -- no HTTP/2 connection was used
+  end)
+
+  it("resumes with Last-Event-ID after cut connections, without duplicates or gaps", function()
+    local proxy = P.start { target = H.endpoint():gsub("^http://", "") }
+    local direct = H.client()
+    local name = H.unique_name("ssecut")
+    local p = must(direct:basin(basin.name):stream(name):producer())
+    local n = 20000
+    for i = 1, n do must(p:submit(("%06d"):format(i) .. ("s"):rep(100))) end
+    must(p:close())
+    proxy:command("cut_after_down 400000")
+    local c = H.client { force_http1 = true, account_endpoint = proxy.endpoint,
+                         basin_endpoint = proxy.endpoint,
+                         retry = { max_attempts = 10, min_base_delay = 0.01, max_base_delay = 0.05 } }
+    local r = must(c:basin(basin.name):stream(name):read_session { seq_num = 0, count = n })
+    local got, bad = 0, 0
+    for rec in r:records() do
+      got = got + 1
+      if rec.seq_num ~= got - 1 or rec.body:sub(1, 6) ~= ("%06d"):format(got) then bad = bad + 1 end
+    end
+    local cuts = proxy:stats().cuts
+    proxy:stop()
+    assert.are.equal(n, got)
+    assert.are.equal(0, bad)
+    assert.is_true(r:status().reconnects >= 3, "reconnects " .. r:status().reconnects)
+    assert.is_true(cuts >= 3)
   end)
 end)

@@ -17,6 +17,7 @@ function Reader.open(stream, opts)
   local copy = {}
   for k, v in pairs(opts) do copy[k] = v end
   copy.compression = client.compression
+  copy.http1 = client.force_http1
   local ok, handle, err = pcall(client.core.read_session, client.core, stream.basin.name,
     stream.name, copy)
   if not ok then error(F .. ": " .. tostring(handle), 3) end

@@ -27,7 +27,7 @@ local COMMAND_TIMEOUT = 10  -- seconds for one control command (a dump can be lo
 local here = debug.getinfo(1, "S").source
 local root = here:match("^@(.-)spec/support/fault_server%.lua$") or ""
 M.sources = {
-  root .. "tools/fault_server.c", root .. "csrc/s2_buf.c", root .. "csrc/s2_error.c",
+  root .. "tools/fault_server.c", root .. "csrc/s2_buf.c", root .. "csrc/s2_json.c", root .. "csrc/s2_error.c",
   root .. "csrc/s2_proto.c", root .. "csrc/s2_frame.c",
 }
 M.header = root .. "csrc/s2.h"
