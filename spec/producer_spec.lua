@@ -31,7 +31,8 @@ describe("producer", function()
     -- which shift seq nums. This spec is about ordering; faults have their own specs.
     local c = H.client { request_timeout = 60 }
     local stream = c:basin(basin.name):stream(H.new_stream(basin, "million").name)
-    local producer = must(stream:producer())
+    -- a 50 ms linger, so that batches fill by count even when this process is slow (ASan)
+    local producer = must(stream:producer { linger = 0.05 })
     local n = 1000000
     local pad = ("p"):rep(92)
     local tickets = {}
