@@ -46,7 +46,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench
 
 all: $(CORE_SO)
 
@@ -113,6 +113,14 @@ asan: deps
 bench-session: deps
 	@$(MAKE) --no-print-directory all
 	@$(IN_TREE) $(WITH_S2) sh -c 'for s in 1024 128 8192; do RECORD_SIZE=$$s $(LUA) bench/session_throughput.lua; done'
+
+# Issue 9: the Lua client beside the official SDKs (Go only with S2_GO_SDK_SRC) and a curl
+# floor; writes docs/benchmarks.md and docs/benchmarks.png (about 7 minutes). A report is
+# written even when a run failed (it lists the failures); the exit status says so.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) LUA=$(LUA) $(WITH_S2) bench/run_all.sh $(BUILD)/bench.jsonl; rc=$$?; \
+	  python3 bench/report.py $(BUILD)/bench.jsonl && exit $$rc
 
 bench-producer: deps
 	@$(MAKE) --no-print-directory all

@@ -8,6 +8,7 @@
  * State lives in upvalues, not globals: every function of the module and every method has
  * the error metatable as upvalue 1. Scratch memory is Lua userdata, so an error raised
  * half-way through a conversion leaks nothing. */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -589,14 +590,14 @@ typedef struct client_ud {
 /* A forked child must not use (or free) its parent's connections and thread: it leaves
  * them alone and starts its own on next use. */
 static void client_after_fork(client_ud *c) {
-    if (c->pid == getpid()) return;
+    if (c->pid == s2_process_id()) return;
     if (c->http) {
         s2_error err;
         s2_http *fresh = s2_http_new(s2_http_config(c->http), &err);
         c->http = fresh; /* the parent's handle is abandoned, not freed: its sockets are shared */
     }
     c->rt = NULL;
-    c->pid = getpid();
+    c->pid = s2_process_id();
 }
 
 static client_ud *check_client(lua_State *L) {
@@ -642,7 +643,7 @@ static int l_client(lua_State *L) {
     client_ud *c = lua_newuserdatauv(L, sizeof *c, 0);
     c->http = NULL;
     c->rt = NULL;
-    c->pid = getpid();
+    c->pid = s2_process_id();
     luaL_setmetatable(L, CLIENT_MT);
     s2_error err;
     c->http = s2_http_new(&cfg, &err);
@@ -665,7 +666,7 @@ static int l_client_close(lua_State *L) {
 static int l_client_gc(lua_State *L) {
     client_ud *c = luaL_checkudata(L, 1, CLIENT_MT);
     l_client_close(L);
-    if (c->rt && c->pid == getpid()) s2_runtime_free(c->rt);
+    if (c->rt && c->pid == s2_process_id()) s2_runtime_free(c->rt);
     c->rt = NULL;
     return 0;
 }
@@ -1244,6 +1245,24 @@ static int l_record_ticket_ack(lua_State *L) {
     return push_record_result(L, u, true, timeout);
 }
 
+/* record_ticket:result_seq_num() -> seq_num | nil, err | false: like result() without the
+ * ack tables (the cheap path for callers that only need the position). */
+static int l_record_ticket_result_seq(lua_State *L) {
+    record_ticket_ud *u = check_record_ticket(L);
+    s2_append_ack ack;
+    s2_error err;
+    switch (s2_ticket_result(u->t, &ack, &err)) {
+    case S2_TICKET_OK:
+        lua_pushinteger(L, (lua_Integer)(ack.start.seq_num + u->index));
+        return 1;
+    case S2_TICKET_FAILED:
+        return fail(L, &err);
+    default:
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+}
+
 static int l_record_ticket_ready(lua_State *L) {
     record_ticket_ud *u = check_record_ticket(L);
     lua_pushboolean(L, s2_ticket_result(u->t, NULL, NULL) != S2_TICKET_PENDING);
@@ -1382,6 +1401,7 @@ static const luaL_Reg record_ticket_methods[] = {
     {"wait", l_record_ticket_ack},
     {"ready", l_record_ticket_ready},
     {"result", l_record_ticket_result},
+    {"result_seq_num", l_record_ticket_result_seq},
     {"pollfd", l_ticket_pollfd},
     {"events", l_ticket_events},
     {"timeout", l_ticket_timeout},
@@ -1508,6 +1528,12 @@ static const luaL_Reg module_funcs[] = {
 __attribute__((visibility("default"))) int luaopen_s2_core(lua_State *L);
 
 int luaopen_s2_core(lua_State *L) {
+    /* Pin this library: the core registers a fork handler (s2_process_id) that must never
+     * point into an unloaded object, whatever the host does with its Lua states. */
+    Dl_info self;
+    if (dladdr((void *)luaopen_s2_core, &self) && self.dli_fname)
+        dlopen(self.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+    s2_process_id();
     /* The error metatable: upvalue 1 of every function below. */
     lua_createtable(L, 0, 3);
     lua_pushcfunction(L, error_tostring);

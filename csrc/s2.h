@@ -506,6 +506,9 @@ bool s2_ticket_owned(const s2_ticket *t); /* false in a forked child */
 void s2_ticket_ref(s2_ticket *t);
 void s2_ticket_unref(s2_ticket *t);
 
+/* This process's id, cached (refreshed after fork). */
+int s2_process_id(void);
+
 /* Monotonic clock, seconds. */
 double s2_now(void);
 

@@ -117,7 +117,24 @@ int s2_runtime_progress_fd(s2_runtime *rt) {
     return fd;
 }
 const s2_config *s2_runtime_config(s2_runtime *rt) { return &rt->cfg; }
-bool s2_runtime_owned(const s2_runtime *rt) { return rt->pid == getpid(); }
+/* The process id, cached: getpid() is a system call, and the fork checks run on every submit
+ * and ticket call. A pthread_atfork child handler refreshes it; it runs in the child before
+ * any other code (the only process-wide state of the core; lua_s2.c pins the library so the
+ * handler can never outlive it). */
+static atomic_int cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void refresh_pid(void) { atomic_store(&cached_pid, (int)getpid()); }
+static void pid_init(void) {
+    refresh_pid();
+    pthread_atfork(NULL, NULL, refresh_pid);
+}
+
+int s2_process_id(void) {
+    pthread_once(&pid_once, pid_init);
+    return atomic_load_explicit(&cached_pid, memory_order_relaxed);
+}
+
+bool s2_runtime_owned(const s2_runtime *rt) { return rt->pid == s2_process_id(); }
 
 bool s2_runtime_wait(s2_runtime *rt, double deadline) {
     if (deadline < 0) {
@@ -164,7 +181,7 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     if (!rt->access_token || (cfg->ca_file && !rt->ca_file)) goto nomem;
     rt->cfg.access_token = rt->access_token;
     rt->cfg.ca_file = rt->ca_file;
-    rt->pid = getpid();
+    rt->pid = s2_process_id();
     rt->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)rt ^ 0x9E3779B97F4A7C15ull;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -119,5 +119,21 @@ end
 core.methods("ticket").ack = ack
 core.methods("record_ticket").ack = ack
 
+--- record_ticket:seq_num([timeout]) -> seq_num | nil, err: waits like ack() but returns
+-- only the record's position, without building ack tables (the cheap path).
+core.methods("record_ticket").seq_num = function(ticket, timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("ticket:seq_num: timeout must be a number of seconds >= 0", 2)
+  end
+  local ok, err = M.wait(ticket, timeout)
+  if ok == "block" then
+    ok, err = ticket:wait(timeout) -- blocks; the ack it returns is not needed
+    if not ok then return nil, err end
+  elseif not ok then
+    return nil, err
+  end
+  return ticket:result_seq_num()
+end
+
 M.timeout_error = timeout_error
 return M
