@@ -769,11 +769,19 @@ static void check_read_opts(lua_State *L, int idx, read_opts *o, bool unary) {
     lua_getfield(L, idx, "clamp");
     o->clamp = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    o->wait = opt_number(L, idx, "wait", -1);
-    if (unary && o->wait > 60)
-        luaL_error(L, "wait: %f seconds is over the limit of 60 for a unary read", o->wait);
-    if (o->wait != -1 && (o->wait < 0 || o->wait != o->wait))
-        luaL_error(L, "wait: must be a number of seconds >= 0");
+    lua_getfield(L, idx, "wait");
+    bool has_wait = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    o->wait = -1; /* not given */
+    if (has_wait) {
+        double w = opt_number(L, idx, "wait", 0);
+        if (w < 0 || w != w) luaL_error(L, "wait: must be a number of seconds >= 0");
+        double limit = unary ? 60 : 31536000.0;
+        if (w > limit)
+            luaL_error(L, "wait: %f seconds is over the limit of %s", w,
+                       unary ? "60 for a unary read" : "31536000 (a year)");
+        o->wait = w;
+    }
 }
 
 /* Appends the query string of o to path; -1 when out of memory. */
@@ -931,11 +939,14 @@ static session_ud *check_session(lua_State *L) {
     return u;
 }
 
+/* A timeout argument: nil waits forever; so does anything over a year (and inf). */
 static double opt_timeout(lua_State *L, int idx) {
     if (lua_isnoneornil(L, idx)) return -1;
-    double t = luaL_checknumber(L, idx);
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_error(L, "timeout: expected a number of seconds, got %s", luaL_typename(L, idx));
+    double t = lua_tonumber(L, idx);
     if (t < 0 || t != t) luaL_error(L, "timeout: must be a number of seconds >= 0");
-    return t;
+    return t > 31536000.0 ? -1 : t;
 }
 
 /* session:submit(records [, opts [, nowait]]) -> ticket | nil, err

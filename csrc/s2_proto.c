@@ -326,9 +326,8 @@ static int decode_record(const uint8_t *p, size_t len, const record_shape *shape
             if (has_ts) *has_ts = true;
         } else if (f.field == shape->f_hdr) {
             EXPECT(WT_LEN);
-            if (hdrs) {
-                if (decode_header(f.data, f.len, &hdrs[n]) != 0) return -1;
-            }
+            s2_header scratch; /* the counting pass validates too */
+            if (decode_header(f.data, f.len, hdrs ? &hdrs[n] : &scratch) != 0) return -1;
             n++;
         } else if (f.field == shape->f_body) {
             EXPECT(WT_LEN);

@@ -105,10 +105,20 @@ function M.submit(client_core, try, blocking)
   end
 end
 
-local function ack(ticket, timeout)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("ticket:ack: timeout must be a number of seconds >= 0", 2)
+-- A timeout argument: nil (or anything over a year) waits forever.
+local function check_timeout(fname, timeout)
+  if timeout == nil then return nil end
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
+    error(("%s: timeout must be a number of seconds >= 0, got %s"):format(fname,
+      tostring(timeout)), 3)
   end
+  if timeout > 31536000 then return nil end
+  return timeout
+end
+M.check_timeout = check_timeout
+
+local function ack(ticket, timeout)
+  timeout = check_timeout("ticket:ack", timeout)
   local ok, err = M.wait(ticket, timeout)
   if ok == "block" then return ticket:wait(timeout) end
   if not ok then return nil, err end
@@ -122,9 +132,7 @@ core.methods("record_ticket").ack = ack
 --- record_ticket:seq_num([timeout]) -> seq_num | nil, err: waits like ack() but returns
 -- only the record's position, without building ack tables (the cheap path).
 core.methods("record_ticket").seq_num = function(ticket, timeout)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("ticket:seq_num: timeout must be a number of seconds >= 0", 2)
-  end
+  timeout = check_timeout("ticket:seq_num", timeout)
   local ok, err = M.wait(ticket, timeout)
   if ok == "block" then
     ok, err = ticket:wait(timeout) -- blocks; the ack it returns is not needed

@@ -16,10 +16,12 @@ local RETRY_OPTIONS = util.set {
 local DEFAULT_ACCOUNT_ENDPOINT = "https://a.s2.dev/v1"
 local DEFAULT_BASIN_ENDPOINT = "https://{basin}.b.s2.dev/v1"
 
+-- Seconds from 1 ms to a day: outside that, a value is a mistake (and would overflow the
+-- millisecond conversions below).
 local function positive(fname, name, v, dflt)
   if v == nil then return dflt end
-  if type(v) ~= "number" or v ~= v or v <= 0 then
-    error(("%s: %s must be a positive number of seconds, got %s"):format(fname, name,
+  if type(v) ~= "number" or v ~= v or v < 0.001 or v > 86400 then
+    error(("%s: %s must be a number of seconds from 0.001 to 86400, got %s"):format(fname, name,
       tostring(v)), 4)
   end
   return v
@@ -51,6 +53,9 @@ function Client.new(opts)
     error(F .. ": retry.append_retry_policy must be \"all\" or \"no_side_effects\", got "
       .. tostring(policy), 2)
   end
+  if opts.force_http1 ~= nil and type(opts.force_http1) ~= "boolean" then
+    error(F .. ": force_http1 must be a boolean, got " .. type(opts.force_http1), 2)
+  end
   local compression = opts.compression or "none"
   if compression ~= "none" and compression ~= "zstd" and compression ~= "gzip" then
     error(F .. ": compression must be \"none\", \"zstd\" or \"gzip\", got "
@@ -76,6 +81,7 @@ function Client.new(opts)
 end
 
 function Client:basin(name)
+  if getmetatable(self) ~= Client then error("client:basin: call it with ':' on a client", 2) end
   util.check_string("client:basin", "name", name, 2)
   return basin_mod.new(self, name)
 end
@@ -139,8 +145,23 @@ function Client:delete_basin(name)
   return true
 end
 
+-- list options: prefix and start_after strings, limit 0..1000.
+local function check_list(fname, opts)
+  for _, k in ipairs { "prefix", "start_after" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then
+      error(("%s: %s must be a string, got %s"):format(fname, k, type(opts[k])), 3)
+    end
+  end
+  local limit = opts.limit
+  if limit ~= nil and (not util.is_integer(limit) or limit < 0 or limit > 1000) then
+    error(("%s: limit must be an integer from 0 to 1000, got %s"):format(fname, tostring(limit)), 3)
+  end
+  return opts
+end
+Client.check_list = check_list
+
 function Client:list_basins(opts)
-  opts = util.check_options("client:list_basins", opts, LIST_OPTIONS, 2)
+  opts = check_list("client:list_basins", util.check_options("client:list_basins", opts, LIST_OPTIONS, 2))
   return self:_json("GET", "/basins" .. util.query(opts, LIST_KEYS))
 end
 

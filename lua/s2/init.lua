@@ -49,7 +49,8 @@ end
 
 --- A trim command record: records before seq_num are deleted (eventually).
 function s2.trim(seq_num)
-  if type(seq_num) ~= "number" or seq_num < 0 or seq_num % 1 ~= 0 then
+  if type(seq_num) ~= "number" or seq_num < 0 or seq_num % 1 ~= 0
+      or seq_num > (math.maxinteger or 2 ^ 53) then
     error(("s2.trim: seq_num must be a non-negative integer, got %s"):format(tostring(seq_num)), 2)
   end
   return { headers = { { "", "trim" } }, body = u64be(seq_num) }

@@ -28,6 +28,9 @@ function Producer.open(stream, opts)
     error(("%s: linger must be a number of seconds from 0 to 60, got %s")
       :format(F, tostring(linger)), 3)
   end
+  if opts.idempotent ~= nil and type(opts.idempotent) ~= "boolean" then
+    error(("%s: idempotent must be a boolean, got %s"):format(F, type(opts.idempotent)), 3)
+  end
   local max_records = check_int(F, "max_batch_records", opts.max_batch_records or 1000, 1,
     core.MAX_BATCH_RECORDS)
   local max_bytes = check_int(F, "max_batch_bytes", opts.max_batch_bytes or core.MAX_BATCH_BYTES,

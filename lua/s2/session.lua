@@ -38,6 +38,10 @@ end
 -- Returns a ticket (ticket:ack() gives the batch's ack) or nil, err once the session failed.
 function Session:submit(records, opts)
   if self.closed then error("session:submit: the session is closed", 2) end
+  if type(records) ~= "table" then
+    error(("session:submit: records must be a table (an array of records), got %s")
+      :format(type(records)), 2)
+  end
   if opts ~= nil then util.check_options("session:submit", opts, SUBMIT_OPTIONS, 2) end
   local h = self._core
   local ok, ticket, err = pcall(h.submit, h, records, opts, true)
