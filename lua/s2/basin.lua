@@ -51,7 +51,7 @@ end
 
 function Basin:list_streams(opts)
   local Client = require "s2.client"
-  opts = Client.check_list("basin:list_streams",
+  opts = Client._check_list("basin:list_streams",
     util.check_options("basin:list_streams", opts, Client.LIST_OPTIONS, 2))
   return self:_json("GET", "/streams" .. util.query(opts, Client.LIST_KEYS))
 end

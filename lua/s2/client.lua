@@ -158,7 +158,7 @@ local function check_list(fname, opts)
   end
   return opts
 end
-Client.check_list = check_list
+Client._check_list = check_list
 
 function Client:list_basins(opts)
   opts = check_list("client:list_basins", util.check_options("client:list_basins", opts, LIST_OPTIONS, 2))
