@@ -46,7 +46,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak valgrind tsan
 
 all: $(CORE_SO)
 
@@ -130,6 +130,27 @@ bench-producer: deps
 examples: deps
 	@$(MAKE) --no-print-directory all
 	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
+
+# libFuzzer harnesses of the codecs (fuzz/), ASan+UBSan, FUZZ_SECONDS each, two at a time.
+# FUZZ_RUNS=N also bounds executions. See docs/reliability.md.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@fuzz/run.sh $(FUZZ_SECONDS)
+
+# Chaos soak: hash-chained records through random cuts to s2-lite, verified (soak/soak.lua).
+soak: deps
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY)
+	@soak/run.sh
+
+# The suite under valgrind memcheck (Lua 5.4 build; definite leaks are errors).
+valgrind: deps
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) luajit
+	@scripts/valgrind-suite.sh
+
+# ThreadSanitizer build (build-tsan/) over the session/producer/reader/scheduler/fault specs.
+tsan: deps
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER)
+	@scripts/tsan-suite.sh
 
 install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LIBDIR)/s2 $(DESTDIR)$(INST_LUADIR)/s2

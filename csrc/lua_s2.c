@@ -671,6 +671,15 @@ static int l_client_gc(lua_State *L) {
     return 0;
 }
 
+/* A basin name argument: it goes into a host name or a header, so it must follow S2's rule. */
+static const char *check_basin(lua_State *L, int idx) {
+    const char *b = luaL_checkstring(L, idx);
+    if (!s2_basin_name_valid(b))
+        luaL_error(L, "basin: \"%s\" is not a basin name (8 to 48 of a-z, 0-9 and '-', "
+                      "no '-' at either end)", b);
+    return b;
+}
+
 /* Path "/streams/<encoded name>" + suffix. */
 static void stream_path(lua_State *L, int idx, const char *suffix, s2_buf *path) {
     size_t n;
@@ -702,7 +711,7 @@ static int run_call(lua_State *L, client_ud *c, const s2_request *req, s2_respon
 /* client:append(basin, stream, records [, opts]) -> ack | nil, err */
 static int l_client_append(lua_State *L) {
     client_ud *c = check_client(L);
-    const char *basin = luaL_checkstring(L, 2);
+    const char *basin = check_basin(L, 2);
     luaL_checkstring(L, 3);
     lua_settop(L, 5);
     s2_append_input in;
@@ -808,7 +817,7 @@ static int read_query(const read_opts *o, s2_buf *path) {
  * opts: seq_num | timestamp | tail_offset, clamp, count, bytes, until, wait (seconds) */
 static int l_client_read(lua_State *L) {
     client_ud *c = check_client(L);
-    const char *basin = luaL_checkstring(L, 2);
+    const char *basin = check_basin(L, 2);
     luaL_checkstring(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
     read_opts o;
@@ -854,6 +863,9 @@ static int l_client_request(lua_State *L) {
     req.path = opt_string(L, 2, "path", &len);
     if (!req.method || !req.path) luaL_error(L, "request: method and path are required");
     req.basin = opt_string(L, 2, "basin", &len);
+    if (req.basin && !s2_basin_name_valid(req.basin))
+        luaL_error(L, "basin: \"%s\" is not a basin name (8 to 48 of a-z, 0-9 and '-', "
+                      "no '-' at either end)", req.basin);
     req.body = (const uint8_t *)opt_string(L, 2, "body", &blen);
     req.body_len = blen;
     req.content_type = opt_string(L, 2, "content_type", &len);
@@ -895,7 +907,7 @@ static size_t opt_size(lua_State *L, int idx, const char *k, size_t dflt) {
  *                                        compression }) -> session | nil, err */
 static int l_client_append_session(lua_State *L) {
     client_ud *c = check_client(L);
-    const char *basin = luaL_checkstring(L, 2);
+    const char *basin = check_basin(L, 2);
     const char *stream = luaL_checkstring(L, 3);
     s2_session_options o = {0};
     if (lua_istable(L, 4)) {
@@ -1121,7 +1133,7 @@ static int l_ticket_gc(lua_State *L) {
  *   -> producer | nil, err  (options checked and defaulted by lua/s2/producer.lua) */
 static int l_client_producer(lua_State *L) {
     client_ud *c = check_client(L);
-    const char *basin = luaL_checkstring(L, 2);
+    const char *basin = check_basin(L, 2);
     const char *stream = luaL_checkstring(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
     s2_producer_options o;
@@ -1299,7 +1311,7 @@ static int l_record_ticket_gc(lua_State *L) {
  * opts: the read options (no 60 s cap on wait), ignore_command_records, compression */
 static int l_client_read_session(lua_State *L) {
     client_ud *c = check_client(L);
-    const char *basin = luaL_checkstring(L, 2);
+    const char *basin = check_basin(L, 2);
     const char *stream = luaL_checkstring(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
     read_opts o;

@@ -252,6 +252,10 @@ typedef struct s2_endpoint {
 
 int s2_endpoint_parse(const char *text, s2_endpoint *out, s2_error *err);
 
+/* S2's basin name rule: 8..48 of [a-z0-9-], no hyphen at either end. Checked before a name
+ * goes into a host ({basin} templates) or a header (s2-basin). */
+bool s2_basin_name_valid(const char *name);
+
 /* Builds "scheme://host:port/path" + suffix into b (basin: NULL for account scope). */
 int s2_endpoint_url(const s2_endpoint *ep, const char *basin, const char *suffix, s2_buf *b);
 

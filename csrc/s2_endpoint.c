@@ -67,6 +67,16 @@ int s2_endpoint_parse(const char *text, s2_endpoint *out, s2_error *err) {
     return 0;
 }
 
+bool s2_basin_name_valid(const char *name) {
+    size_t n = strlen(name);
+    if (n < 8 || n > 48 || name[0] == '-' || name[n - 1] == '-') return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+    }
+    return true;
+}
+
 int s2_buf_append_urlencoded(s2_buf *b, const uint8_t *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n; i++) {

@@ -111,6 +111,10 @@ static void set_message_from_body(s2_error *err, const uint8_t *body, size_t len
 }
 
 void s2_error_from_response(s2_error *err, int status, const uint8_t *body, size_t len) {
+    if (!body) { /* an empty answer: no pointer arithmetic on NULL below */
+        body = (const uint8_t *)"";
+        len = 0;
+    }
     memset(err, 0, sizeof *err);
     err->kind = S2_E_SERVER;
     err->status = status;

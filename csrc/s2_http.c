@@ -4,6 +4,7 @@
  * between calls. A call runs on the caller's thread; nothing here is shared with the I/O
  * thread of sessions, so there is no lock. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -94,7 +95,8 @@ double s2_backoff_with(const s2_config *cfg, unsigned retry, uint64_t retry_afte
     for (unsigned i = 0; i < retry && base < cfg->max_base_delay; i++) base *= 2;
     if (base > cfg->max_base_delay) base = cfg->max_base_delay;
     double d = base + base * jitter01(rng);
-    double after = (double)retry_after_ms / 1000.0;
+    /* A server's retry-after-ms is honoured up to a minute: more is not a backoff. */
+    double after = (double)(retry_after_ms < 60000 ? retry_after_ms : 60000) / 1000.0;
     return after > d ? after : d;
 }
 
@@ -106,7 +108,7 @@ double s2_backoff_delay(const s2_config *cfg, unsigned retry, uint64_t retry_aft
 static void sleep_seconds(double s) {
     if (s <= 0) return;
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0) {
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
 }
 

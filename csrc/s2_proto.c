@@ -378,7 +378,8 @@ static int decode_records(const uint8_t *p, size_t len, unsigned f_records,
     while (next_field(&r, &f) > 0) {
         if (f.field != f_records) continue;
         size_t h;
-        decode_record(f.data, f.len, shape, &recs[i], has_ts ? &has_ts[i] : NULL, hdrs + used, &h);
+        decode_record(f.data, f.len, shape, &recs[i], has_ts ? &has_ts[i] : NULL,
+                      hdrs ? hdrs + used : NULL, &h);
         if (h == 0) recs[i].headers = NULL;
         used += h;
         i++;

@@ -20,11 +20,14 @@ local basin = client:basin(basin_name)
 check(basin:ensure_stream("events")) -- created up front: the reader starts at its tail
 local stream = basin:stream("events")
 
--- Start at the tail (0 records back) and stop after N records. Without count, bytes or
+-- Start at the current tail and stop after N records. (The tail is read first: a session
+-- opens asynchronously, so `tail_offset = 0` would be resolved whenever its request
+-- reaches the server, possibly after the writes below began.) Without count, bytes or
 -- until a read session follows the stream until it is closed; with one of them the server
 -- stops at the tail unless `wait` says how long to wait for more (at most this long
 -- between two records).
-local reader = check(stream:read_session { tail_offset = 0, count = N, wait = 30 })
+local tail = check(stream:check_tail())
+local reader = check(stream:read_session { seq_num = tail.seq_num, count = N, wait = 30 })
 
 -- Something to follow: a producer appends N records. submit does not wait for acks, and
 -- the I/O thread sends them while this script reads.

@@ -82,7 +82,7 @@ end
 
 function Client:basin(name)
   if getmetatable(self) ~= Client then error("client:basin: call it with ':' on a client", 2) end
-  util.check_string("client:basin", "name", name, 2)
+  util.check_basin_name("client:basin", name, 2)
   return basin_mod.new(self, name)
 end
 
@@ -126,20 +126,20 @@ local function check_config(fname, config)
 end
 
 function Client:create_basin(name, config)
-  util.check_string("client:create_basin", "name", name, 2)
+  util.check_basin_name("client:create_basin", name, 2)
   check_config("client:create_basin", config)
   return self:_json("POST", "/basins", { basin = name, config = config }, nil, core.random_token())
 end
 
 --- Creates the basin or brings its config in line: info, nil, "created" | "updated" | "noop".
 function Client:ensure_basin(name, config)
-  util.check_string("client:ensure_basin", "name", name, 2)
+  util.check_basin_name("client:ensure_basin", name, 2)
   check_config("client:ensure_basin", config)
   return self:_json("PUT", "/basins/" .. util.urlencode(name), { config = config }, nil, nil, true)
 end
 
 function Client:delete_basin(name)
-  util.check_string("client:delete_basin", "name", name, 2)
+  util.check_basin_name("client:delete_basin", name, 2)
   local ok, err = self:_json("DELETE", "/basins/" .. util.urlencode(name))
   if not ok then return nil, err end
   return true
@@ -166,12 +166,12 @@ function Client:list_basins(opts)
 end
 
 function Client:get_basin_config(name)
-  util.check_string("client:get_basin_config", "name", name, 2)
+  util.check_basin_name("client:get_basin_config", name, 2)
   return self:_json("GET", "/basins/" .. util.urlencode(name))
 end
 
 function Client:reconfigure_basin(name, changes)
-  util.check_string("client:reconfigure_basin", "name", name, 2)
+  util.check_basin_name("client:reconfigure_basin", name, 2)
   check_config("client:reconfigure_basin", changes)
   return self:_json("PATCH", "/basins/" .. util.urlencode(name), changes or {})
 end

@@ -43,6 +43,16 @@ function M.check_string(fname, what, v, level)
   return v
 end
 
+--- S2's basin name rule (8..48 of [a-z0-9-], no '-' at either end); raises naming `what`.
+function M.check_basin_name(fname, name, level)
+  M.check_string(fname, "name", name, (level or 2) + 1)
+  if #name < 8 or #name > 48 or not name:match("^[a-z0-9][a-z0-9-]*[a-z0-9]$") then
+    error(("%s: \"%s\" is not a basin name (8 to 48 of a-z, 0-9 and '-', no '-' at either end)")
+      :format(fname, name), (level or 2) + 1)
+  end
+  return name
+end
+
 function M.urlencode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
