@@ -46,7 +46,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak valgrind tsan
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak valgrind tsan bench-reader
 
 all: $(CORE_SO)
 
@@ -121,6 +121,10 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) LUA=$(LUA) $(WITH_S2) bench/run_all.sh $(BUILD)/bench.jsonl; rc=$$?; \
 	  python3 bench/report.py $(BUILD)/bench.jsonl && exit $$rc
+
+bench-reader: deps
+	@$(MAKE) --no-print-directory all
+	@$(IN_TREE) $(WITH_S2) $(LUA) bench/reader_memory.lua
 
 bench-producer: deps
 	@$(MAKE) --no-print-directory all
