@@ -961,6 +961,17 @@ static double opt_timeout(lua_State *L, int idx) {
     return t > 31536000.0 ? -1 : t;
 }
 
+/* A submit that did not take: false when nowait found no room, an error raised for misuse
+ * (a record over max_batch_bytes), else nil, err. */
+static int submit_failed(lua_State *L, const s2_error *err, bool nowait) {
+    if (err->kind == S2_E_INVALID) return luaL_error(L, "%s", err->message);
+    if (nowait && err->kind == S2_E_TIMEOUT) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    return fail(L, err);
+}
+
 /* session:submit(records [, opts [, nowait]]) -> ticket | nil, err
  * With nowait: false instead of waiting when the session is full. */
 static int l_session_submit(lua_State *L) {
@@ -971,13 +982,8 @@ static int l_session_submit(lua_State *L) {
     check_append_input(L, 2, 3, &in);
     s2_ticket *t;
     s2_error err;
-    if (s2_append_session_submit(u->s, &in, nowait ? 0 : -1, &t, &err) != 0) {
-        if (nowait && err.kind == S2_E_TIMEOUT) {
-            lua_pushboolean(L, 0);
-            return 1;
-        }
-        return fail(L, &err);
-    }
+    if (s2_append_session_submit(u->s, &in, nowait ? 0 : -1, &t, &err) != 0)
+        return submit_failed(L, &err, nowait);
     ticket_ud *tu = lua_newuserdatauv(L, sizeof *tu, 1);
     tu->t = t;
     luaL_setmetatable(L, TICKET_MT);
@@ -1192,14 +1198,8 @@ static int l_producer_submit(lua_State *L) {
     s2_ticket *t;
     uint32_t index;
     s2_error err;
-    if (s2_producer_submit(u->s, &r, nowait ? 0 : -1, &t, &index, &err) != 0) {
-        if (err.kind == S2_E_INVALID) return luaL_error(L, "%s", err.message);
-        if (nowait && err.kind == S2_E_TIMEOUT) {
-            lua_pushboolean(L, 0);
-            return 1;
-        }
-        return fail(L, &err);
-    }
+    if (s2_producer_submit(u->s, &r, nowait ? 0 : -1, &t, &index, &err) != 0)
+        return submit_failed(L, &err, nowait);
     record_ticket_ud *tu = lua_newuserdatauv(L, sizeof *tu, 1);
     tu->t = t;
     tu->index = index;
