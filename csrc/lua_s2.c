@@ -992,9 +992,10 @@ static int l_session_submit(lua_State *L) {
     return 1;
 }
 
-/* session:close([timeout]) -> true | nil, err */
-static int l_session_close(lua_State *L) {
-    session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
+/* close([timeout]) of a session or producer (a producer's close seals its open batch
+ * without an extra linger): drains, then ends. true | nil, err */
+static int close_session_of(lua_State *L, const char *mt) {
+    session_ud *u = luaL_checkudata(L, 1, mt);
     if (!u->s) {
         lua_pushboolean(L, 1);
         return 1;
@@ -1003,6 +1004,10 @@ static int l_session_close(lua_State *L) {
     if (s2_append_session_close(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+static int l_session_close(lua_State *L) {
+    return close_session_of(L, SESSION_MT);
 }
 
 static void set_size(lua_State *L, const char *k, uint64_t v) {
@@ -1217,17 +1222,8 @@ static int l_producer_flush(lua_State *L) {
     return 1;
 }
 
-/* producer:close([timeout]): flushes without an extra linger, then ends the session. */
 static int l_producer_close(lua_State *L) {
-    session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
-    if (!u->s) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    s2_error err;
-    if (s2_append_session_close(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return close_session_of(L, PRODUCER_MT);
 }
 
 static int l_producer_stats(lua_State *L) {

@@ -155,6 +155,8 @@ int s2_session_register(s2_append_session *s, s2_error *err);
 void s2_batch_free(s2_batch *b);
 /* Queues a sealed batch on pending and counts it in flight. under mu */
 void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b);
+/* Resolves the oldest inflight batch with ack, frees it and releases its capacity. I/O. */
+void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack);
 /* Seals the producer's open batch into pending (no-op without one). under mu */
 void s2_producer_seal_locked(s2_append_session *s);
 /* Producer batches are compressed by the I/O thread when it takes them. */

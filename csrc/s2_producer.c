@@ -230,18 +230,7 @@ bool s2_producer_recover(s2_append_session *s, const s2_error *err) {
             .end = {b->msn + b->num_records, 0},
             .tail = {tail, 0},
         };
-        s->inflight_head = b->next;
-        if (!s->inflight_head) s->inflight_tail = NULL;
-        s->have_last_end = true;
-        s->last_end = ack.end.seq_num;
-        s2_runtime_lock(s->rt);
-        s2_ticket_resolve_locked(b->ticket, &ack);
-        s->stats.inflight_bytes -= b->metered;
-        s->stats.inflight_batches--;
-        s->stats.batches_acked++;
-        s2_runtime_broadcast(s->rt);
-        s2_runtime_unlock(s->rt);
-        s2_batch_free(b);
+        s2_session_pop_acked(s, &ack);
         b = s->inflight_head;
     }
     s->cursor = s->inflight_head;

@@ -728,11 +728,16 @@ static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
                          (unsigned long long)ack->end.seq_num, (unsigned long long)s->last_end);
         return;
     }
-    s->have_last_end = true;
-    s->last_end = ack->end.seq_num;
     s->attempt = 0; /* progress: the retry budget starts over */
+    s2_session_pop_acked(s, ack);
+}
+
+void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
+    s2_batch *b = s->inflight_head;
     s->inflight_head = b->next;
     if (!s->inflight_head) s->inflight_tail = NULL;
+    s->have_last_end = true;
+    s->last_end = ack->end.seq_num;
     s2_runtime_lock(s->rt);
     s2_ticket_resolve_locked(b->ticket, ack);
     s->stats.inflight_bytes -= b->metered;

@@ -191,4 +191,9 @@ end
 Proc.__gc = Proc.stop
 Proc.__close = Proc.stop
 
+-- Shared with support/fault_server.lua, whose processes have the same fields and lifecycle.
+M.Proc = Proc
+M.slurp = slurp
+M.alive_test = alive_test
+
 return M

@@ -34,15 +34,7 @@ M.header = root .. "csrc/s2.h"
 M.default_binary = root .. "build/fault-server"
 M.cflags = "-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -O2"
 
-local q, capture = P.quote, P.capture
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local q, capture, slurp, alive_test = P.quote, P.capture, P.slurp, P.alive_test
 
 local built = {}
 
@@ -72,10 +64,6 @@ end
 
 local Server = {}
 Server.__index = Server
-
-local function alive_test(pid)
-  return ("[ -r /proc/%d/status ] && ! grep -q '^State:[[:space:]]*Z' /proc/%d/status"):format(pid, pid)
-end
 
 -- Starts a server. opts: binary, port (default 0 = any), verbose (log requests, frames and
 -- commands to the stderr file, see :log()).
@@ -170,26 +158,9 @@ function Server:bodies(stream)
   return t, #lines
 end
 
--- What the process wrote on stderr so far (with verbose = true: one line per event).
-function Server:log()
-  return slurp(self._err) or ""
-end
-
--- Stops the process (SIGTERM, then SIGKILL after 3 s) and reaps it. Safe to call twice.
-function Server:stop()
-  if self._stopped then return end
-  self._stopped = true
-  if self.pid then
-    os.execute(("kill -TERM %d 2>/dev/null; timeout 3 sh -c %s || kill -KILL %d 2>/dev/null")
-      :format(self.pid, q(("while %s; do sleep 0.01; done"):format(alive_test(self.pid))), self.pid))
-  end
-  for _, f in ipairs { self._out, self._err, self._pidf, self._base } do os.remove(f) end
-  if self._handle then
-    pcall(self._handle.close, self._handle)
-    self._handle = nil
-  end
-end
-
+-- log() and stop() as for the proxy: the same process fields and lifecycle.
+Server.log = P.Proc.log
+Server.stop = P.Proc.stop
 Server.__gc = Server.stop
 Server.__close = Server.stop
 
