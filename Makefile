@@ -65,6 +65,12 @@ $(FAULT_PROXY): tools/fault_proxy.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -pthread -o $@ $<
 
+# LD_PRELOAD shim for specs: slow name lookups with chosen addresses (tools/dns_shim.c).
+DNS_SHIM ?= $(BUILD)/dns-shim.so
+$(DNS_SHIM): tools/dns_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -shared -fPIC -o $@ $< -ldl
+
 # The same sources for LuaJIT (Lua 5.1 ABI): what nginx's Lua module loads.
 luajit:
 	@$(MAKE) --no-print-directory LUA_PC=luajit BUILD=build-jit all
@@ -92,7 +98,7 @@ deps:
 # Also: the Lua 5.3 and 5.1 builds must compile, the rockspec must build and load, and every
 # example must run; then the spec suite, whose last line is "N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) luajit compat
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) $(DNS_SHIM) luajit compat
 	@scripts/check-rockspec.sh
 	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
 	@$(WITH_S2) $(BUSTED)
@@ -106,7 +112,7 @@ demo: deps
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all
-	@$(MAKE) --no-print-directory $(FAULT_PROXY) $(FAULT_SERVER) luajit
+	@$(MAKE) --no-print-directory $(FAULT_PROXY) $(FAULT_SERVER) $(DNS_SHIM) luajit
 	@$(WITH_S2) env LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $(BUSTED) --cpath='build-asan/?.so'
 

@@ -1370,7 +1370,7 @@ static int l_reader_next(lua_State *L) {
     return 1;
 }
 
-/* reader:status() -> { caught_up, tail, ended, delivered, reconnects } */
+/* reader:status() -> { caught_up, tail, ended, delivered, reconnects, buffered_bytes } */
 static int l_reader_status(lua_State *L) {
     session_ud *u = check_reader(L);
     s2_read_status st;
@@ -1382,6 +1382,7 @@ static int l_reader_status(lua_State *L) {
     lua_setfield(L, -2, "ended");
     set_size(L, "delivered", st.delivered);
     set_size(L, "reconnects", st.reconnects);
+    set_size(L, "buffered_bytes", st.buffered_bytes);
     if (st.has_tail) {
         push_position(L, &st.tail);
         lua_setfield(L, -2, "tail");

@@ -480,6 +480,7 @@ typedef struct s2_read_status {
     bool ended;       /* a limit was reached; no more records */
     uint64_t delivered;
     uint64_t reconnects;
+    uint64_t buffered_bytes; /* decoded bytes received and not yet taken by the caller */
 } s2_read_status;
 
 s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,

@@ -14,6 +14,9 @@
 
 typedef struct s2_conn s2_conn;
 
+/* HTTP/2 windows the client grants, per stream and per connection (as the SDKs use). */
+#define S2_H2_WINDOW (10u * 1024u * 1024u)
+
 /* ---- JSON scanning (s2_json.c) ---- */
 typedef struct s2_json {
     const uint8_t *p, *end;
@@ -104,6 +107,8 @@ struct s2_append_session {
     unsigned attempt;     /* consecutive failed attempts without an ack */
     double retry_at;      /* when to reconnect after a failure, 0: not waiting */
     bool eof_sent;
+    double eof_deadline;  /* when a server that owes nothing must have ended the response */
+    bool probing;         /* after a reconnect: only the oldest batch goes out until acked */
     bool resend;          /* the next stream starts by resending the unacked batches */
     bool draining;        /* the server advised a reconnect: finish this stream, move on */
     double last_advised;  /* when the last advised reconnect began (one per 60 s) */
@@ -126,7 +131,7 @@ struct s2_append_session {
     s2_rbatch *rq_head, *rq_tail; /* batches for the caller, in order */
     s2_rbatch *rq_taken;          /* the batch the caller's last record came from */
     size_t credit;                /* drained bytes of the current stream to give back */
-    size_t rq_bytes;              /* payload bytes queued (the SSE worker waits on it) */
+    size_t rq_bytes;              /* decoded payload bytes queued for the caller */
     unsigned gen;                 /* current stream generation */
     s2_read_status rstatus;
     /* I/O */
@@ -136,6 +141,7 @@ struct s2_append_session {
     double last_frame_at;        /* inactivity: 20 s without a frame is a timeout */
     double last_record_at;       /* for reducing `wait` on resume */
     size_t unconsumed;           /* DATA bytes of the current stream not given back yet */
+    size_t held;                 /* drained bytes held back while the queue is full */
 
     /* HTTP/1.1 fallback: a worker thread of the session's own posts the pending batches one
      * at a time; the I/O thread then leaves the session alone. */
@@ -207,6 +213,10 @@ void s2_session_free(s2_append_session *s);
 
 /* ---- provided by the runtime (s2_runtime.c) ---- */
 
+/* Starts a core thread named `name` with every signal blocked (SIGPIPE included). */
+int s2_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg,
+                    bool detached);
+
 void s2_runtime_lock(s2_runtime *rt);
 void s2_runtime_unlock(s2_runtime *rt);
 void s2_runtime_broadcast(s2_runtime *rt); /* with mu held */
@@ -225,7 +235,8 @@ int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);
 int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err);
 /* Takes no new streams on the session's connection (the server advised a reconnect). */
 void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s);
-/* Gives n DATA bytes of the session's stream back to the HTTP/2 flow-control windows. */
+/* Gives n DATA bytes of the session's stream back to its HTTP/2 stream window (the
+ * connection window is given back as data arrives). */
 void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n);
 /* Lets the stream's data provider run again (new batches, or EOF to send). */
 void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s);

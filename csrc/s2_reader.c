@@ -84,10 +84,10 @@ int s2_reader_path(s2_append_session *s, s2_buf *b) {
     return rc ? -1 : 0;
 }
 
-/* Forgets the current stream: its window credit goes back to the connection, and batches
- * already queued from it will not credit the next stream. */
+/* Forgets the current stream: batches already queued from it will not credit the next
+ * stream (its connection-window bytes went back as they arrived). */
 static void drop_stream(s2_append_session *s) {
-    if (s->unconsumed) s2_runtime_consume(s->rt, s, 0); /* 0: give back all unconsumed */
+    s->unconsumed = s->held = 0;
     s2_runtime_cancel_stream(s->rt, s);
     s->http_status = 0;
     s->retry_after_ms = 0;
@@ -142,6 +142,22 @@ void s2_reader_switch_sse(s2_append_session *s) {
     if (rc != 0) reader_fail(s, &err);
 }
 
+/* Gives drained bytes back to the stream window, but none while the caller still has a
+ * window's worth of decoded bytes queued: compressed batches count at their decompressed
+ * size, so a slow consumer of compressed data holds at most one window decoded in its
+ * queue plus what the open grant (one window of wire bytes) decodes to. */
+static void give_back(s2_append_session *s, size_t credit) {
+    s->held += credit;
+    if (!s->held) return;
+    s2_runtime_lock(s->rt);
+    size_t queued = s->rq_bytes;
+    s2_runtime_unlock(s->rt);
+    if (queued >= S2_H2_WINDOW) return;
+    size_t n = s->held;
+    s->held = 0;
+    s2_runtime_consume(s->rt, s, n);
+}
+
 void s2_reader_service(s2_append_session *s) {
     s2_runtime_lock(s->rt);
     if (s->http1) { /* the SSE worker reads */
@@ -157,10 +173,7 @@ void s2_reader_service(s2_append_session *s) {
         if (s->stream_id || s->conn) drop_stream(s);
         return;
     }
-    if (credit && s->stream_id) {
-        size_t n = credit < s->unconsumed ? credit : s->unconsumed;
-        s2_runtime_consume(s->rt, s, n);
-    }
+    if (s->stream_id) give_back(s, credit);
     if (ended || s->retry_at || s->stream_id) return;
     s2_error err;
     int rc = s2_runtime_open_stream(s->rt, s, &err);
@@ -411,6 +424,7 @@ int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_reco
 void s2_read_session_status(s2_append_session *s, s2_read_status *out) {
     s2_runtime_lock(s->rt);
     *out = s->rstatus;
+    out->buffered_bytes = s->rq_bytes;
     s2_runtime_unlock(s->rt);
 }
 

@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +32,32 @@
 
 #include "s2_internal.h"
 
-#define WINDOW_SIZE (10 * 1024 * 1024) /* stream and connection windows, as the SDKs use */
+#define WINDOW_SIZE S2_H2_WINDOW
 #define MAX_STREAMS_PER_CONN 100u
+/* Keep-alive: a connection that has received nothing for this long gets a PING: sooner when
+ * it owes acks (half the request timeout), else after IDLE_PING_AFTER. A PING unanswered
+ * within the request timeout (at least PING_TIMEOUT_MIN) retires the connection: it is
+ * failed, and its sessions move to a fresh one. */
+#define IDLE_PING_AFTER 30.0
+#define PING_TIMEOUT_MIN 1.0
 #define READ_CHUNK (64 * 1024)
 
-typedef enum { CONN_CONNECTING, CONN_TLS, CONN_READY, CONN_DEAD } conn_state;
+typedef enum { CONN_RESOLVING, CONN_CONNECTING, CONN_TLS, CONN_READY, CONN_DEAD } conn_state;
+
+/* A name lookup on a thread of its own: getaddrinfo blocks, and the I/O thread must not
+ * (every session's timers would freeze). Shared by the connection and the resolver thread;
+ * the last of the two to let go frees it. The thread writes `fd` (an eventfd the I/O thread
+ * polls) when done. */
+typedef struct resolve_job {
+    pthread_mutex_t mu; /* guards refs, done, rc, res */
+    int refs;
+    bool done;
+    int rc;               /* getaddrinfo's result */
+    struct addrinfo *res; /* owned by the job until the connection takes it */
+    int fd;
+    char host[300];
+    char port[16];
+} resolve_job;
 
 struct s2_conn {
     s2_conn *next;
@@ -47,13 +69,21 @@ struct s2_conn {
     int fd;
     SSL *ssl;
     conn_state state;
-    double connect_deadline;
+    double connect_deadline; /* the whole set-up: lookup, every address, TLS */
+    resolve_job *resolve;    /* while CONN_RESOLVING */
+    struct addrinfo *addrs;  /* the name's addresses, tried in order */
+    struct addrinfo *next_addr;
+    double addr_deadline;    /* the current address's share of connection_timeout */
+    char last_error[160];    /* why the previous address failed */
     nghttp2_session *h2;
     unsigned streams; /* open request streams */
     bool goaway;
     uint32_t events; /* current epoll interest */
     s2_buf out;      /* bytes nghttp2 produced that the socket did not take yet */
     size_t out_off;
+    double last_recv;    /* when bytes last arrived (keep-alive) */
+    double last_write;   /* when the socket last took bytes (write stalls) */
+    double ping_sent_at; /* an unanswered keep-alive PING went out then; 0: none */
 };
 
 struct s2_runtime {
@@ -217,7 +247,7 @@ int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err) 
         return s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
     }
     if (!rt->started) {
-        int rc = pthread_create(&rt->thread, NULL, io_main, rt);
+        int rc = s2_thread_start(&rt->thread, "s2-io", io_main, rt, false);
         if (rc != 0) {
             s2_runtime_unlock(rt);
             return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the I/O thread: %s",
@@ -266,7 +296,61 @@ void s2_runtime_free(s2_runtime *rt) {
     free(rt);
 }
 
+/* ---- threads ------------------------------------------------------------------------------- */
+
+int s2_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg,
+                    bool detached) {
+    /* Every signal is blocked in the core's threads: asynchronous ones go to the host's
+     * threads, and a write to a socket the peer closed (OpenSSL's socket BIO writes without
+     * MSG_NOSIGNAL) must fail with EPIPE, not kill the process with SIGPIPE. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    if (detached) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) pthread_setname_np(*t, name); /* for top, gdb and /proc: "s2-io", ... */
+    return rc;
+}
+
+/* ---- name lookups ------------------------------------------------------------------------- */
+
+static void resolve_release(resolve_job *j) {
+    pthread_mutex_lock(&j->mu);
+    bool last = --j->refs == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last) return;
+    if (j->res) freeaddrinfo(j->res);
+    close(j->fd);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static void *resolve_main(void *arg) {
+    resolve_job *j = arg;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_ADDRCONFIG};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(j->host, j->port, &hints, &res);
+    pthread_mutex_lock(&j->mu);
+    j->rc = rc;
+    j->res = rc == 0 ? res : NULL;
+    j->done = true;
+    pthread_mutex_unlock(&j->mu);
+    uint64_t one = 1;
+    ssize_t n = write(j->fd, &one, sizeof one);
+    (void)n;
+    resolve_release(j);
+    return NULL;
+}
+
 /* ---- connections ----------------------------------------------------------------------------- */
+
+static void conn_drop_socket(s2_conn *c);
+static void conn_try_next(s2_conn *c);
 
 static void conn_set_events(s2_conn *c, uint32_t events) {
     if (c->fd < 0 || c->events == events) return;
@@ -291,10 +375,12 @@ static void conn_free(s2_conn *c) {
     s2_runtime_lock(c->rt);
     c->rt->stats.connections_open--;
     s2_runtime_unlock(c->rt);
-    if (c->fd >= 0) {
-        epoll_ctl(c->rt->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
+    conn_drop_socket(c);
+    if (c->resolve) { /* the lookup finishes on its own and frees what it holds */
+        epoll_ctl(c->rt->epfd, EPOLL_CTL_DEL, c->resolve->fd, NULL);
+        resolve_release(c->resolve);
     }
+    if (c->addrs) freeaddrinfo(c->addrs);
     if (c->ssl) SSL_free(c->ssl);
     if (c->h2) nghttp2_session_del(c->h2);
     s2_buf_free(&c->out);
@@ -330,12 +416,16 @@ static void conn_lost(s2_conn *c, const char *what) {
     conn_fail(c, &err);
 }
 
-/* Moves nghttp2's output to the socket until either is exhausted. */
+/* Moves nghttp2's output to the socket until either is exhausted. Bytes the socket did not
+ * take wait in c->out and are retried from there, the same bytes in the same order: an
+ * SSL_write that wanted a retry gets it with the same data (the context allows the buffer
+ * to move, see ssl_ctx). */
 static void conn_flush(s2_conn *c) {
     if (c->state != CONN_READY) return;
     for (;;) {
         if (c->out_off < c->out.len) {
             ssize_t n = conn_write(c, c->out.data + c->out_off, c->out.len - c->out_off);
+            if (n > 0) c->last_write = s2_now();
             if (n < 0) {
                 conn_lost(c, "write failed");
                 return;
@@ -356,6 +446,7 @@ static void conn_flush(s2_conn *c) {
             conn_lost(c, "write failed");
             return;
         }
+        if (w > 0) c->last_write = s2_now();
         if (w < n && s2_buf_append(&c->out, data + w, (size_t)(n - w)) != 0) {
             conn_lost(c, "out of memory");
             return;
@@ -395,21 +486,20 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     return 0;
 }
 
-/* Flow control is manual (no automatic WINDOW_UPDATE): append sessions give their bytes
- * back at once; read sessions as their caller drains them (s2_reader.c). */
+/* Flow control is manual (no automatic WINDOW_UPDATE). The connection window is given back
+ * as data arrives, for every stream: one undrained reader must never starve the other
+ * sessions of the connection. Stream windows: append sessions give their bytes back at once;
+ * read sessions as their caller drains them (s2_reader.c), so a reader's stream window alone
+ * bounds what it buffers. */
 static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
                          const uint8_t *data, size_t len, void *ud) {
     (void)flags;
     (void)ud;
     s2_append_session *s = stream_session(h2, stream_id);
-    if (!s) {
-        nghttp2_session_consume_connection(h2, len);
-    } else if (s->reader) {
-        s2_session_on_data(s, data, len);
-    } else {
-        nghttp2_session_consume(h2, stream_id, len);
-        s2_session_on_data(s, data, len);
-    }
+    nghttp2_session_consume_connection(h2, len);
+    if (!s) return 0;
+    if (!s->reader) nghttp2_session_consume_stream(h2, stream_id, len);
+    s2_session_on_data(s, data, len);
     return 0;
 }
 
@@ -429,6 +519,8 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     (void)h2;
     s2_conn *c = ud;
     if (frame->hd.type == NGHTTP2_GOAWAY) c->goaway = true; /* no new streams here */
+    if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK))
+        c->ping_sent_at = 0;
     return 0;
 }
 
@@ -468,6 +560,7 @@ static int conn_start_h2(s2_conn *c, s2_error *err) {
         goto nomem;
     c->state = CONN_READY;
     c->connect_deadline = 0;
+    c->last_recv = c->last_write = s2_now();
     return 0;
 nomem:
     return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory starting HTTP/2");
@@ -483,6 +576,11 @@ static SSL_CTX *ssl_ctx(s2_runtime *rt, s2_error *err) {
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* conn_flush retries a write the socket refused with the same bytes from its own buffer,
+     * at another address: OpenSSL must allow that, or it fails the connection with "bad
+     * write retry" as soon as a slow link fills the socket. Partial writes keep records
+     * small when the socket has little room. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     int ok = rt->cfg.ca_file ? SSL_CTX_load_verify_locations(ctx, rt->cfg.ca_file, NULL)
                              : SSL_CTX_set_default_verify_paths(ctx);
@@ -559,14 +657,11 @@ static void conn_connected(s2_conn *c) {
     socklen_t len = sizeof soerr;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
     if (soerr != 0) {
-        s2_error err;
-        s2_fail(&err, S2_E_CONNECTION, "connection_failed", "could not connect to %s: %s",
-                c->authority, strerror(soerr));
-        err.retryable = true;
-        err.no_side_effects = true;
-        conn_fail(c, &err);
+        snprintf(c->last_error, sizeof c->last_error, "%s", strerror(soerr));
+        conn_try_next(c);
         return;
     }
+    c->addr_deadline = 0;
     s2_error err;
     if (!c->https) {
         if (conn_start_h2(c, &err) != 0) conn_fail(c, &err);
@@ -586,6 +681,119 @@ static void conn_connected(s2_conn *c) {
     conn_tls_step(c);
 }
 
+static void conn_resolve_fail(s2_conn *c, int rc) {
+    s2_error err;
+    s2_fail(&err, S2_E_CONNECTION, "connection_failed", "cannot resolve %s: %s", c->host,
+            gai_strerror(rc));
+    err.no_side_effects = true;
+    err.retryable = rc == EAI_AGAIN;
+    conn_fail(c, &err);
+}
+
+static void conn_drop_socket(s2_conn *c) {
+    if (c->fd < 0) return;
+    epoll_ctl(c->rt->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* Starts a non-blocking connect to the next address of the name that accepts one. Each
+ * address gets an equal share of the time left, so every one is tried within
+ * connection_timeout. Fails the connection when none is left. */
+static void conn_try_next(s2_conn *c) {
+    conn_drop_socket(c);
+    while (c->next_addr) {
+        struct addrinfo *a = c->next_addr;
+        c->next_addr = a->ai_next;
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(c->last_error, sizeof c->last_error, "socket: %s", strerror(errno));
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            snprintf(c->last_error, sizeof c->last_error, "%s", strerror(errno));
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->state = CONN_CONNECTING;
+        c->events = EPOLLOUT;
+        struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+        epoll_ctl(c->rt->epfd, EPOLL_CTL_ADD, fd, &ev);
+        unsigned left = 1;
+        for (struct addrinfo *b = c->next_addr; b; b = b->ai_next) left++;
+        double now = s2_now();
+        double rest = c->connect_deadline - now;
+        c->addr_deadline = left > 1 && rest > 0 ? now + rest / left : 0;
+        return;
+    }
+    s2_error err;
+    s2_fail(&err, S2_E_CONNECTION, "connection_failed", "could not connect to %s: %s",
+            c->authority, c->last_error[0] ? c->last_error : "no address");
+    err.retryable = err.no_side_effects = true;
+    conn_fail(c, &err);
+}
+
+/* The lookup is done: take its addresses and start connecting. */
+static void conn_resolved(s2_conn *c) {
+    resolve_job *j = c->resolve;
+    pthread_mutex_lock(&j->mu);
+    bool done = j->done;
+    int rc = j->rc;
+    struct addrinfo *res = j->res;
+    j->res = NULL;
+    pthread_mutex_unlock(&j->mu);
+    if (!done) return;
+    epoll_ctl(c->rt->epfd, EPOLL_CTL_DEL, j->fd, NULL);
+    c->resolve = NULL;
+    resolve_release(j);
+    if (rc != 0) {
+        conn_resolve_fail(c, rc);
+        return;
+    }
+    c->addrs = c->next_addr = res;
+    conn_try_next(c);
+}
+
+/* Starts the lookup: numeric addresses at once, names on a resolver thread. */
+static int conn_start_resolve(s2_conn *c, s2_error *err) {
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", c->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(c->host, portstr, &hints, &res) == 0) {
+        c->addrs = c->next_addr = res;
+        return 0;
+    }
+    resolve_job *j = calloc(1, sizeof *j);
+    if (!j) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory resolving a name");
+    j->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (j->fd < 0) {
+        free(j);
+        return s2_fail(err, S2_E_CONNECTION, "connection_failed", "eventfd: %s", strerror(errno));
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    j->refs = 2;
+    snprintf(j->host, sizeof j->host, "%s", c->host);
+    snprintf(j->port, sizeof j->port, "%s", portstr);
+    pthread_t t;
+    int rc = s2_thread_start(&t, "s2-resolve", resolve_main, j, true);
+    if (rc != 0) {
+        j->refs = 1;
+        resolve_release(j);
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start a resolver thread: %s",
+                       strerror(rc));
+    }
+    c->resolve = j;
+    c->state = CONN_RESOLVING;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(c->rt->epfd, EPOLL_CTL_ADD, j->fd, &ev);
+    return 0;
+}
+
 static s2_conn *conn_new(s2_runtime *rt, const char *host, int port, bool https, s2_error *err) {
     s2_conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -600,56 +808,27 @@ static s2_conn *conn_new(s2_runtime *rt, const char *host, int port, bool https,
     if (port == (https ? 443 : 80)) snprintf(c->authority, sizeof c->authority, "%s", host);
     else snprintf(c->authority, sizeof c->authority, "%s:%d", host, port);
     s2_buf_init(&c->out);
-
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, portstr, &hints, &res); /* blocks this thread; fine for now */
-    if (rc != 0) {
-        s2_fail(err, S2_E_CONNECTION, "connection_failed", "cannot resolve %s: %s", host,
-                gai_strerror(rc));
-        err->no_side_effects = true;
-        err->retryable = rc == EAI_AGAIN;
-        free(c);
-        return NULL;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        s2_fail(err, S2_E_CONNECTION, "connection_failed", "socket: %s", strerror(errno));
-        err->retryable = err->no_side_effects = true;
-        free(c);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    rc = connect(fd, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (rc != 0 && errno != EINPROGRESS) {
-        s2_fail(err, S2_E_CONNECTION, "connection_failed", "could not connect to %s: %s",
-                c->authority, strerror(errno));
-        err->retryable = err->no_side_effects = true;
-        close(fd);
-        free(c);
-        return NULL;
-    }
-    c->fd = fd;
-    c->state = CONN_CONNECTING;
     c->connect_deadline = s2_now() + rt->cfg.connection_timeout;
-    c->events = EPOLLOUT;
-    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-    epoll_ctl(rt->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (conn_start_resolve(c, err) != 0) {
+        s2_buf_free(&c->out);
+        free(c);
+        return NULL;
+    }
     c->next = rt->conns;
     rt->conns = c;
     s2_runtime_lock(rt);
     rt->stats.connections_opened++;
     rt->stats.connections_open++;
     s2_runtime_unlock(rt);
+    if (c->state != CONN_RESOLVING) conn_try_next(c); /* may fail it: the caller sees DEAD */
     return c;
 }
 
 static void conn_io(s2_conn *c, uint32_t events) {
+    if (c->state == CONN_RESOLVING) {
+        conn_resolved(c);
+        return;
+    }
     if (c->state == CONN_CONNECTING) {
         conn_connected(c);
         return;
@@ -685,6 +864,7 @@ static void conn_io(s2_conn *c, uint32_t events) {
                     return;
                 }
             }
+            c->last_recv = s2_now();
             ssize_t used = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
             if (used < 0) {
                 conn_lost(c, nghttp2_strerror((int)used));
@@ -774,16 +954,11 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
 
 void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n) {
     (void)rt;
+    /* Stream window only: the connection window was given back when the bytes arrived. */
     s2_conn *c = s->conn;
-    bool live = c && c->state == CONN_READY;
-    if (n == 0) { /* the stream is going away: all its bytes go back to the connection */
-        if (live && s->unconsumed) nghttp2_session_consume_connection(c->h2, s->unconsumed);
-        s->unconsumed = 0;
-        return;
-    }
     if (n > s->unconsumed) n = s->unconsumed;
-    if (live && s->stream_id) nghttp2_session_consume(c->h2, s->stream_id, n);
-    else if (live) nghttp2_session_consume_connection(c->h2, n);
+    if (c && c->state == CONN_READY && s->stream_id && n)
+        nghttp2_session_consume_stream(c->h2, s->stream_id, n);
     s->unconsumed -= n;
 }
 
@@ -849,25 +1024,91 @@ static void reap_conns(s2_runtime *rt) {
     }
 }
 
-static void run_timers(s2_runtime *rt, double now) {
-    for (s2_conn *c = rt->conns; c; c = c->next) {
-        if ((c->state == CONN_CONNECTING || c->state == CONN_TLS) && c->connect_deadline &&
-            now >= c->connect_deadline) {
+/* ---- keep-alive and stalls -------------------------------------------------------------- */
+
+static double ping_timeout(s2_runtime *rt) {
+    double t = rt->cfg.request_timeout;
+    return t > PING_TIMEOUT_MIN ? t : PING_TIMEOUT_MIN;
+}
+
+/* True when a session on the connection waits for acks of bytes it wrote. */
+static bool conn_owes_acks(s2_runtime *rt, s2_conn *c) {
+    for (s2_append_session *s = session_list(rt); s; s = s->next)
+        if (s->conn == c && s->stream_id && !s->reader && s->inflight_head &&
+            s->inflight_head->written)
+            return true;
+    return false;
+}
+
+/* When the connection's next keep-alive event is due: the PING's deadline, the stall
+ * deadline of output the socket does not take, or when silence earns a PING. */
+static double conn_next_check(s2_runtime *rt, s2_conn *c, bool owes) {
+    if (c->state != CONN_READY)
+        return c->addr_deadline && c->addr_deadline < c->connect_deadline ? c->addr_deadline
+                                                                          : c->connect_deadline;
+    if (c->ping_sent_at) return c->ping_sent_at + ping_timeout(rt);
+    double after = owes ? rt->cfg.request_timeout / 2 : IDLE_PING_AFTER;
+    double d = c->last_recv + (after > 0.05 ? after : 0.05);
+    if (c->out_off < c->out.len && c->last_write + ping_timeout(rt) < d)
+        d = c->last_write + ping_timeout(rt);
+    return d;
+}
+
+static void conn_timed_out(s2_conn *c, const char *what, double seconds) {
+    s2_error err;
+    s2_fail(&err, S2_E_TIMEOUT, "timeout", "connection to %s retired: %s within %.3f s",
+            c->authority, what, seconds);
+    err.retryable = true;
+    conn_fail(c, &err);
+}
+
+/* A connection whose peer stopped answering (no PING ACK) or stopped taking bytes is
+ * retired: failed, so that every session on it moves to a fresh connection. */
+static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
+    if (c->state == CONN_RESOLVING || c->state == CONN_CONNECTING || c->state == CONN_TLS) {
+        if (c->state == CONN_CONNECTING && c->addr_deadline && now >= c->addr_deadline &&
+            now < c->connect_deadline) {
+            snprintf(c->last_error, sizeof c->last_error, "timed out");
+            conn_try_next(c); /* this address had its share of the time: the next one */
+            return;
+        }
+        if (c->connect_deadline && now >= c->connect_deadline) {
             s2_error err;
-            s2_fail(&err, S2_E_TIMEOUT, "timeout", "connecting to %s timed out after %.3f s",
-                    c->authority, rt->cfg.connection_timeout);
+            s2_fail(&err, S2_E_TIMEOUT, "timeout", "%s %s timed out after %.3f s",
+                    c->state == CONN_RESOLVING ? "resolving" : "connecting to",
+                    c->state == CONN_RESOLVING ? c->host : c->authority,
+                    rt->cfg.connection_timeout);
             err.retryable = true;
             err.no_side_effects = true;
             conn_fail(c, &err);
         }
+        return;
     }
+    if (c->state != CONN_READY) return;
+    double limit = ping_timeout(rt);
+    if (c->ping_sent_at && now - c->ping_sent_at >= limit) {
+        conn_timed_out(c, "no answer to a PING", limit);
+    } else if (c->out_off < c->out.len && now - c->last_write >= limit) {
+        conn_timed_out(c, "the server took no bytes", limit);
+    } else if (!c->ping_sent_at && now >= conn_next_check(rt, c, conn_owes_acks(rt, c))) {
+        if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
+            c->ping_sent_at = now;
+            conn_flush(c);
+        }
+    }
+}
+
+static void run_timers(s2_runtime *rt, double now) {
+    for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
     for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_check_timers(s, now);
 }
 
 static int next_timeout_ms(s2_runtime *rt, double now) {
     double next = now + 1.0; /* wake at least once a second */
-    for (s2_conn *c = rt->conns; c; c = c->next)
-        if (c->connect_deadline && c->connect_deadline < next) next = c->connect_deadline;
+    for (s2_conn *c = rt->conns; c; c = c->next) {
+        double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
+        if (d && d < next) next = d;
+    }
     for (s2_append_session *s = session_list(rt); s; s = s->next) {
         double d = s2_session_next_deadline(s);
         if (d && d < next) next = d;

@@ -208,7 +208,7 @@ static void *http1_worker(void *arg) {
 static int start_worker(s2_append_session *s, s2_error *err) {
     s->http1 = true;
     if (s->worker_started) return 0;
-    int rc = pthread_create(&s->worker, NULL, http1_worker, s);
+    int rc = s2_thread_start(&s->worker, "s2-http1", http1_worker, s, false);
     if (rc != 0)
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the HTTP/1.1 worker: %s",
                        strerror(rc));
@@ -449,6 +449,8 @@ static void reset_stream_state(s2_append_session *s) {
     s->retry_after_ms = 0;
     s->error_body.len = 0;
     s->eof_sent = false;
+    s->eof_deadline = 0;
+    s->probing = false;
     s->draining = false;
     s2_frame_decoder_reset(&s->dec);
     for (s2_batch *b = s->inflight_head; b; b = b->next) {
@@ -642,12 +644,10 @@ void s2_session_service(s2_append_session *s) {
         int rc = s2_runtime_open_stream(s->rt, s, &err);
         if (rc < 0) attempt_failed(s, &err);
         if (rc == 0 && s->resend) {
+            /* Resend the oldest batch alone first: if the new connection fails too, only it
+             * went out again, not the whole window (resend amplification under cuts). */
             s->resend = false;
-            uint64_t n = 0;
-            for (s2_batch *b = s->inflight_head; b; b = b->next) n++;
-            s2_runtime_lock(s->rt);
-            s->stats.batches_resent += n;
-            s2_runtime_unlock(s->rt);
+            s->probing = s->inflight_head && s->inflight_head->next;
         }
         return; /* rc 1: the connection is still coming up */
     }
@@ -669,8 +669,9 @@ double s2_session_next_deadline(s2_append_session *s) {
     double d = s->open ? s->open_deadline : 0; /* a producer's linger */
     s2_runtime_unlock(s->rt);
     if (http1) return d;
-    double more[2] = {s->retry_at, s->inflight_head ? s->inflight_head->deadline : 0};
-    for (int i = 0; i < 2; i++)
+    double more[3] = {s->retry_at, s->inflight_head ? s->inflight_head->deadline : 0,
+                      s->stream_id ? s->eof_deadline : 0};
+    for (int i = 0; i < 3; i++)
         if (more[i] && (!d || more[i] < d)) d = more[i];
     return d;
 }
@@ -692,7 +693,20 @@ void s2_session_check_timers(s2_append_session *s, double now) {
         s2_fail(&err, S2_E_TIMEOUT, "timeout", "no ack within the request timeout of %.3f s",
                 s2_runtime_config(s->rt)->request_timeout);
         err.retryable = true;
+        /* The connection may be what stalled: the retry must not queue behind it. */
+        s2_runtime_retire_conn(s->rt, s);
         attempt_failed(s, &err);
+        return;
+    }
+    if (!head && s->stream_id && s->eof_deadline && now >= s->eof_deadline) {
+        /* Everything is acked and our end of the body went out, but the server never ended
+         * the response: nothing is at stake, so stop waiting. */
+        s2_runtime_cancel_stream(s->rt, s);
+        reset_stream_state(s);
+        s2_runtime_lock(s->rt);
+        if (s->state == S2_SESSION_CLOSING) s->state = S2_SESSION_CLOSED;
+        s2_runtime_broadcast(s->rt);
+        s2_runtime_unlock(s->rt);
     }
 }
 
@@ -730,6 +744,10 @@ static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
     }
     s->attempt = 0; /* progress: the retry budget starts over */
     s2_session_pop_acked(s, ack);
+    if (s->probing) { /* the new stream works: pipeline the rest */
+        s->probing = false;
+        s2_runtime_resume_stream(s->rt, s);
+    }
 }
 
 void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
@@ -852,18 +870,29 @@ void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err) {
 ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags) {
     size_t copied = 0;
     double deadline = 0;
-    /* Draining: only the rest of a batch already begun may go out. */
-    while (copied < len && s->cursor && !(s->draining && s->cursor_off == 0)) {
+    /* Draining: only the rest of a batch already begun may go out. Probing after a
+     * reconnect: only the oldest batch, until it is acked. */
+    while (copied < len && s->cursor && !(s->draining && s->cursor_off == 0) &&
+           !(s->probing && s->cursor != s->inflight_head)) {
         s2_batch *b = s->cursor;
         size_t n = b->frame.len - s->cursor_off;
         if (n > len - copied) n = len - copied;
+        if (s->cursor_off == 0) {
+            /* The ack clock starts with the batch's first byte: a peer that stops taking
+             * bytes mid-batch cannot hold the session beyond the request timeout. */
+            if (!deadline) deadline = s2_now() + s2_runtime_config(s->rt)->request_timeout;
+            b->deadline = deadline;
+            if (b->sent_before) {
+                s2_runtime_lock(s->rt);
+                s->stats.batches_resent++;
+                s2_runtime_unlock(s->rt);
+            }
+        }
         memcpy(buf + copied, b->frame.data + s->cursor_off, n);
         copied += n;
         s->cursor_off += n;
         b->written = true;
         if (s->cursor_off == b->frame.len) {
-            if (!deadline) deadline = s2_now() + s2_runtime_config(s->rt)->request_timeout;
-            b->deadline = deadline;
             s->cursor = b->next;
             s->cursor_off = 0;
         }
@@ -872,9 +901,10 @@ ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uin
     s2_runtime_lock(s->rt);
     bool closing = (s->state == S2_SESSION_CLOSING && !s->pending_head) || s->draining;
     s2_runtime_unlock(s->rt);
-    if (closing) {
+    if (closing && !s->probing) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         s->eof_sent = true;
+        s->eof_deadline = s2_now() + s2_runtime_config(s->rt)->request_timeout;
         return 0;
     }
     return NGHTTP2_ERR_DEFERRED;

@@ -471,7 +471,7 @@ out:
 int s2_reader_start_sse(s2_append_session *s, s2_error *err) {
     s->http1 = true;
     if (s->worker_started) return 0;
-    int rc = pthread_create(&s->worker, NULL, sse_worker, s);
+    int rc = s2_thread_start(&s->worker, "s2-sse", sse_worker, s, false);
     if (rc != 0)
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the HTTP/1.1 reader: %s",
                        strerror(rc));
