@@ -820,7 +820,7 @@ static s2_conn *conn_new(s2_runtime *rt, const char *host, int port, bool https,
     rt->stats.connections_opened++;
     rt->stats.connections_open++;
     s2_runtime_unlock(rt);
-    if (c->state != CONN_RESOLVING) conn_try_next(c); /* may fail it: the caller sees DEAD */
+    if (!c->resolve) conn_try_next(c); /* a numeric address; may fail it: the caller sees DEAD */
     return c;
 }
 

@@ -31,6 +31,7 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
                 struct addrinfo **res) {
     const char *name = getenv("S2_TEST_DNS_NAME");
     if (!node || !name || strcmp(node, name) != 0) return real_gai()(node, service, hints, res);
+    if (hints && (hints->ai_flags & AI_NUMERICHOST)) return EAI_NONAME; /* a name, not a number */
     const char *delay = getenv("S2_TEST_DNS_DELAY_MS");
     long ms = delay ? strtol(delay, NULL, 10) : 0;
     if (ms > 0) {
