@@ -58,7 +58,7 @@ end
 -- those of the clients made after this call. Call it before each test.
 function Env:new_proxy()
   if self.proxy then self.proxy:stop() end
-  self.proxy = P.start { target = self.target, binary = os.getenv "UNARY_CUT_PROXY" }
+  self.proxy = P.start { target = self.target }
   -- 127.0.0.1 is in the test certificate's names, and the proxy listens there only.
   self.endpoint = ("%s://127.0.0.1:%d"):format(self.tls and "https" or "http", self.proxy.port)
 end
