@@ -2,7 +2,18 @@
  *
  * One curl easy handle per client keeps its connections (and HTTP/2 sessions) alive
  * between calls. A call runs on the caller's thread; nothing here is shared with the I/O
- * thread of sessions, so there is no lock. */
+ * thread of sessions, so there is no lock.
+ *
+ * Resends. When a reused connection dies before any answer byte (or a stream is refused),
+ * libcurl sends the request again on a fresh connection by itself, rewinding the body. That
+ * is below the retry policy, so for an append it is forbidden: the body is handed to curl by
+ * a read callback that counts what curl took and cannot seek, and a pre-request callback
+ * aborts any second send of a request whose body curl had already taken. The append then
+ * fails with a connection error that is not side-effect-free, and s2_http_call's policy
+ * decides. "No side effects" means curl took no body byte: nothing of the append can have
+ * reached the server (S2 acts only on a whole body). Other calls (reads, management) keep
+ * curl's transparent resend: they are retried on any retryable error anyway, and creates
+ * carry a request token, so a resend is what a retry would do. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <openssl/rand.h>
@@ -128,7 +139,54 @@ typedef struct {
     s2_response *resp;
     uint64_t retry_after_ms;
     bool too_big;
+    /* Appends only: the body, how much of it curl has taken, how many times curl was about
+     * to send the request, whether a resend was refused, and whether curl had said why the
+     * connection failed by then (else the error buffer holds only the refusal). */
+    const uint8_t *body;
+    size_t body_len, taken;
+    unsigned sends;
+    bool resend_refused, cause_known;
+    const char *errbuf;
 } call_state;
+
+static void refuse_resend(call_state *cs) {
+    if (!cs->resend_refused) cs->cause_known = cs->errbuf[0] != 0;
+    cs->resend_refused = true;
+}
+
+/* CURLOPT_READFUNCTION for an append's body: one pass, never rewound. */
+static size_t on_read(char *p, size_t size, size_t n, void *ud) {
+    call_state *cs = ud;
+    size_t room = size * n, left = cs->body_len - cs->taken;
+    size_t m = left < room ? left : room;
+    memcpy(p, cs->body + cs->taken, m);
+    cs->taken += m;
+    return m;
+}
+
+/* CURLOPT_SEEKFUNCTION: curl asks to rewind only to send the body again; it then fails the
+ * transfer with CURLE_SEND_FAIL_REWIND. */
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+    (void)offset, (void)origin;
+    refuse_resend(ud);
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
+#if LIBCURL_VERSION_NUM >= 0x075000 /* CURLOPT_PREREQFUNCTION: 7.80.0 */
+/* Called each time curl is about to send the request, on a new or reused connection. A
+ * second send after curl took body bytes is a resend of what may have landed: refused. One
+ * whose first try never took a body byte is fine (the server cannot have acted on it). */
+static int on_prereq(void *ud, char *remote_ip, char *local_ip, int remote_port,
+                     int local_port) {
+    (void)remote_ip, (void)local_ip, (void)remote_port, (void)local_port;
+    call_state *cs = ud;
+    if (cs->sends++ > 0 && cs->taken > 0) {
+        refuse_resend(cs);
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+#endif
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
     call_state *cs = ud;
@@ -173,11 +231,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     return len;
 }
 
-/* Maps a failed transfer to an error. A failure before the connection was up cannot have
- * had a side effect. */
-static int transfer_error(s2_http *h, CURLcode rc, const char *errbuf, s2_error *err) {
-    curl_off_t connect_us = 0;
-    curl_easy_getinfo(h->curl, CURLINFO_CONNECT_TIME_T, &connect_us);
+/* Maps a failed transfer to an error. no_side_effects is what the caller proved: nothing of
+ * the request can have reached the server. Only appends act on it (s2_http_call), and an
+ * append's message says when it may have landed. */
+static int transfer_error(CURLcode rc, const call_state *cs, bool append, bool no_side_effects,
+                          s2_error *err) {
+    const char *errbuf = cs->errbuf;
     const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
     switch (rc) {
     case CURLE_OUT_OF_MEMORY:
@@ -185,13 +244,11 @@ static int transfer_error(s2_http *h, CURLcode rc, const char *errbuf, s2_error 
     case CURLE_OPERATION_TIMEDOUT:
         s2_fail(err, S2_E_TIMEOUT, "timeout", "request timed out: %s", detail);
         err->retryable = true;
-        err->no_side_effects = connect_us == 0;
-        return -1;
+        break;
     case CURLE_COULDNT_CONNECT:
         s2_fail(err, S2_E_CONNECTION, "connection_failed", "could not connect: %s", detail);
         err->retryable = true;
-        err->no_side_effects = true;
-        return -1;
+        break;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_SSL_CONNECT_ERROR:
@@ -201,15 +258,44 @@ static int transfer_error(s2_http *h, CURLcode rc, const char *errbuf, s2_error 
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
         s2_fail(err, S2_E_CONNECTION, "connection_failed", "%s", detail);
-        err->no_side_effects = true;
-        return -1;
+        break;
     case CURLE_WRITE_ERROR:
         return s2_fail(err, S2_E_PROTOCOL, "protocol_error", "response too large or unreadable");
     default:
-        s2_fail(err, S2_E_CONNECTION, "connection_failed", "%s", detail);
+        if (cs->resend_refused) /* curl wanted to send it again */
+            s2_fail(err, S2_E_CONNECTION, "connection_failed",
+                    "connection lost before any answer: %s",
+                    cs->cause_known ? errbuf : "closed by the peer");
+        else
+            s2_fail(err, S2_E_CONNECTION, "connection_failed", "%s", detail);
         err->retryable = true;
-        err->no_side_effects = connect_us == 0;
-        return -1;
+        break;
+    }
+    err->no_side_effects = no_side_effects;
+    if (append && !no_side_effects) {
+        size_t len = strlen(err->message);
+        snprintf(err->message + len, sizeof err->message - len,
+                 " (the append was sent: it may have been applied)");
+    }
+    return -1;
+}
+
+/* For a call whose body curl holds (POSTFIELDS): a failure in these phases means the request
+ * never left. Appends count body bytes instead (call_state.taken). */
+static bool before_sending(CURLcode rc) {
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -217,8 +303,10 @@ static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_erro
     const s2_config *cfg = &h->cfg;
     const s2_endpoint *ep = req->basin ? &cfg->basin : &cfg->account;
     CURL *c = h->curl;
-    call_state cs = {resp, 0, false};
+    bool append = req->kind == S2_CALL_APPEND;
     char errbuf[CURL_ERROR_SIZE] = {0};
+    call_state cs = {.resp = resp, .body = req->body, .body_len = req->body ? req->body_len : 0,
+                     .errbuf = errbuf};
     char line[512];
     struct curl_slist *hdrs = NULL, *tmp;
     int rc = -1;
@@ -267,7 +355,19 @@ static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_erro
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     } else {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
-        if (req->body || strcmp(req->method, "DELETE") != 0) {
+        if (append) {
+            /* The body through on_read, never rewound, and no resend (see the top). */
+            curl_easy_setopt(c, CURLOPT_POST, 1L);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)cs.body_len);
+            curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+            curl_easy_setopt(c, CURLOPT_READDATA, &cs);
+            curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+            curl_easy_setopt(c, CURLOPT_SEEKDATA, &cs);
+#if LIBCURL_VERSION_NUM >= 0x075000
+            curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
+            curl_easy_setopt(c, CURLOPT_PREREQDATA, &cs);
+#endif
+        } else if (req->body || strcmp(req->method, "DELETE") != 0) {
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         }
@@ -277,7 +377,12 @@ static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_erro
     if (cr != CURLE_OK) {
         if (cs.too_big) s2_fail(err, S2_E_PROTOCOL, "protocol_error", "response over %u bytes",
                                 MAX_RESPONSE_BYTES);
-        else transfer_error(h, cr, errbuf, err);
+        else {
+            /* An append with an empty body would take nothing: then any send counts. */
+            bool unsent = append ? cs.taken == 0 && (cs.body_len > 0 || cs.sends == 0)
+                                 : before_sending(cr);
+            transfer_error(cr, &cs, append, unsent, err);
+        }
         goto done;
     }
     long status = 0;
