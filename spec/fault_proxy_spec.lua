@@ -80,6 +80,76 @@ end
 
 local function sleep(s) os.execute(("sleep %g"):format(s)) end
 
+-- Monotonic-enough wall clock in ms (for lower bounds on durations only).
+local function now_ms()
+  return math.floor(tonumber((capture("date +%s%N"):match("%d+"))) / 1000000)
+end
+
+local function size_or_0(path)
+  local f = io.open(path, "rb")
+  if not f then return 0 end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+-- Polls `fn` every 20 ms for at most `seconds`; true once it returned true.
+local function wait_until(fn, seconds)
+  for _ = 1, math.ceil(seconds / 0.02) do
+    if fn() then return true end
+    sleep(0.02)
+  end
+  return fn() and true or false
+end
+
+local function concat_files(out, ...)
+  local parts = {}
+  for _, f in ipairs { ... } do parts[#parts + 1] = q(f) end
+  assert(os.execute(("cat %s > %s"):format(table.concat(parts, " "), q(out))))
+end
+
+-- A --client connection fed in phases: parts[1] is sent at once, parts[i + 1] once
+-- release(i) is called; stdin stays open until the last part is sent (so the connection
+-- stays up between phases). Returns an object: release(i), wait() -> exit status (<= 10 s),
+-- err() -> its stderr, close() (releases everything; for `finally`).
+local function client_phased(port, parts, output)
+  local rcfile, errfile = output .. ".rc", output .. ".err"
+  os.remove(rcfile)
+  os.remove(errfile)
+  local gates, feed = {}, {}
+  for i, part in ipairs(parts) do
+    if i > 1 then
+      local gate = ("%s.gate%d"):format(output, i - 1)
+      os.remove(gate)
+      gates[i - 1] = gate
+      -- bounded: a test that never releases this phase does not leave the loop behind
+      feed[#feed + 1] = ("n=0; until [ -e %s ] || [ $n -ge 1500 ]; do sleep 0.02; n=$((n+1)); done")
+        :format(q(gate))
+    end
+    feed[#feed + 1] = "cat " .. q(part)
+  end
+  os.execute(("( { %s; } | { timeout 40 %s --client %d > %s 2> %s; echo $? > %s; } ) >/dev/null 2>&1 &")
+    :format(table.concat(feed, "; "), q(P.default_binary), port, q(output), q(errfile), q(rcfile)))
+  local c = {}
+  function c.release(i) local f = assert(io.open(gates[i], "w")); f:close() end
+  function c.err() return P.slurp(errfile) or "" end
+  function c.wait()
+    capture(("timeout 10 sh -c 'until [ -s \"$1\" ]; do sleep 0.02; done' _ %s"):format(q(rcfile)))
+    local s = P.slurp(rcfile)
+    return s and tonumber(s:match("%d+"))
+  end
+  function c.close() for i in pairs(gates) do c.release(i) end end
+  return c
+end
+
+-- skmem of the proxy's accepted socket(s) (local port = the proxy's port): { rb =, tb = }
+local function accepted_skmem(port)
+  local out = capture(("ss -tmniH state established '( sport = :%d )'"):format(port))
+  local rb, tb = out:match("skmem:%(r%d+,rb(%d+),t%d+,tb(%d+)")
+  local mss = out:match(" mss:(%d+)")
+  return { rb = tonumber(rb), tb = tonumber(tb), mss = tonumber(mss), raw = out }
+end
+
 describe("fault proxy", function()
   local echo, proxy
 
@@ -310,6 +380,328 @@ describe("fault proxy", function()
     assert.equal(150 * 50000, d.bytes_up)
     assert.equal(150 * 50000, d.bytes_down)
     assert.equal(0, proxy:stats().open)
+  end)
+
+  describe("WAN shaping", function()
+    it("takes the shaping commands, shows them, and reset clears them all", function()
+      assert.equal("ok rate_up 100000", proxy:command("rate_up 100000"))
+      assert.equal("ok rate_down 2500000", proxy:command("rate_down 2500000"))
+      assert.equal("ok latency_up 3", proxy:command("latency_up 3"))
+      assert.equal("ok latency_down 100", proxy:command("latency_down 100"))
+      assert.equal("ok rcvbuf 16384", proxy:command("rcvbuf 16384"))
+      assert.equal("ok mss 1460", proxy:command("mss 1460"))
+      assert.equal("ok stop_reading on", proxy:command("stop_reading on"))
+      local s = proxy:show()
+      assert.equal(100000, s.rate_up)
+      assert.equal(2500000, s.rate_down)
+      assert.equal(3, s.latency_up)
+      assert.equal(100, s.latency_down)
+      assert.equal(65536, s.cap_up)        -- max(64 KiB, 100000 x 0.003)
+      assert.equal(250000, s.cap_down)     -- 2.5 MB/s x 100 ms
+      assert.equal(16384, s.rcvbuf)
+      assert.equal(1460, s.mss)
+      assert.equal("on", s.stop_reading)
+      assert.equal("ok queue_cap 5000", proxy:command("queue_cap 5000"))
+      s = proxy:show()
+      assert.equal(5000, s.cap_up)
+      assert.equal(5000, s.cap_down)
+      assert.equal("ok delay 7", proxy:command("delay 7"))
+      s = proxy:show()
+      assert.equal(7, s.latency_up)
+      assert.equal(7, s.latency_down)
+
+      for _, bad in ipairs { "rate_up x", "rate_up -1", "rate_down", "latency_up 86400001",
+                             "queue_cap 1 2", "rcvbuf -5", "mss 10", "stop_reading maybe",
+                             "cut_next_answer", "cut_next_answer x" } do
+        assert.has_error(function() proxy:command(bad) end, nil, bad)
+      end
+
+      proxy:command("reset")
+      s = proxy:show()
+      for _, k in ipairs { "rate_up", "rate_down", "latency_up", "latency_down", "queue_cap",
+                           "rcvbuf", "mss" } do
+        assert.equal(0, s[k], k)
+      end
+      assert.equal(1048576, s.cap_up)
+      assert.equal(1048576, s.cap_down)
+      assert.equal("off", s.stop_reading)
+      -- and the proxy forwards as before (stop_reading and the re-created listener)
+      local input, output = tmp("cmds.in"), tmp("cmds.out")
+      write_random(input, 300000)
+      local rc, _, summary = client(proxy.port, input, output)
+      assert.equal(0, rc, summary)
+      assert.equal(sha256(input), sha256(output))
+    end)
+
+    it("rate_up and rate_down bound the transfer time from below", function()
+      local input, output = tmp("rate.in"), tmp("rate.out")
+      write_random(input, 200000)
+      proxy:command("rate_up 100000")
+      local rc, ms, summary = client(proxy.port, input, output, 20)
+      assert.equal(0, rc, summary)
+      assert.is_true(ms >= 1500, "200 KB at 100 KB/s up took only " .. ms .. " ms")
+      assert.equal(sha256(input), sha256(output))
+
+      proxy:command("reset")
+      proxy:command("rate_down 100000")
+      rc, ms, summary = client(proxy.port, input, output, 20)
+      assert.equal(0, rc, summary)
+      assert.is_true(ms >= 1500, "200 KB at 100 KB/s down took only " .. ms .. " ms")
+      assert.equal(sha256(input), sha256(output))
+    end)
+
+    it("starts shaped from its command-line flags", function()
+      local p = P.start{ target = "127.0.0.1:" .. echo.port, rate_up = 100000,
+                         latency_down = 50, queue_cap = 70000, rcvbuf = 65536, mss = 1460 }
+      finally(function() p:stop() end)
+      local s = p:show()
+      assert.equal(100000, s.rate_up)
+      assert.equal(50, s.latency_down)
+      assert.equal(70000, s.queue_cap)
+      assert.equal(65536, s.rcvbuf)
+      assert.equal(1460, s.mss)
+      local input, output = tmp("flags.in"), tmp("flags.out")
+      write_random(input, 200000)
+      local rc, ms, summary = client(p.port, input, output, 20)
+      assert.equal(0, rc, summary)
+      assert.is_true(ms >= 1500, "took only " .. ms .. " ms")
+      assert.equal(sha256(input), sha256(output))
+      -- a value the proxy refuses stops it from starting
+      local ok, err = pcall(P.start, { target = "127.0.0.1:" .. echo.port, mss = 10 })
+      assert.is_false(ok)
+      assert.matches("exited before it was ready", err)
+    end)
+
+    it("a rate applies to an open connection at once", function()
+      local a, b, output = tmp("open.a"), tmp("open.b"), tmp("open.out")
+      write_random(a, 100000)
+      write_random(b, 200000)
+      local c = client_phased(proxy.port, { a, b }, output)
+      finally(c.close)
+      assert.is_true(wait_until(function() return size_or_0(output) == 100000 end, 5))
+      proxy:command("rate_down 100000")
+      local t0 = now_ms()
+      c.release(1)
+      assert.equal(0, c.wait(), c.err())
+      local ms = now_ms() - t0
+      assert.is_true(ms >= 1500, "200 KB at 100 KB/s took only " .. ms .. " ms")
+      local whole = tmp("open.ab")
+      concat_files(whole, a, b)
+      assert.equal(sha256(whole), sha256(output))
+    end)
+
+    it("with a rate it reads little ahead, so backpressure reaches the sender", function()
+      local input, output = tmp("bp.in"), tmp("bp.out")
+      write_random(input, 3000000)
+      proxy:command("rate_up 300000")     -- auto cap: 64 KiB
+      proxy:command("rcvbuf 65536")
+      proxy:command("mss 1460")
+      local c = client_phased(proxy.port, { input }, output)
+      finally(c.close)
+      -- the sender's socket fills early: its non-blocking writes hit EAGAIN long before
+      -- 1 MiB (the unrated read-ahead alone) has left it, although the proxy reads on
+      assert.is_true(wait_until(function() return c.err():find("first EAGAIN", 1, true) end, 10),
+        c.err())
+      local at = tonumber(c.err():match("first EAGAIN at sent=(%d+)"))
+      assert.is_true(at < 1048576, "the sender wrote " .. at .. " bytes before its socket filled")
+      local max_queued, samples = 0, 0
+      for _ = 1, 20 do
+        local st = proxy:stats()
+        if st.queued_up > max_queued then max_queued = st.queued_up end
+        samples = samples + 1
+        sleep(0.03)
+      end
+      assert.is_true(max_queued > 0, "nothing was queued while the link was busy")
+      assert.is_true(max_queued <= 65536, "the proxy held " .. max_queued .. " bytes")
+      -- reset lifts the rate on the open connection: the rest goes through at once, intact
+      proxy:command("reset")
+      assert.equal(0, c.wait(), c.err())
+      assert.equal(sha256(input), sha256(output))
+    end)
+
+    it("latency adds at least the configured delay to a round trip", function()
+      local input, output = tmp("lat.in"), tmp("lat.out")
+      write_random(input, 100)
+      for _, case in ipairs {
+        { "latency_up 250", 250 }, { "latency_down 300", 300 }, { "delay 200", 400 },
+      } do
+        proxy:command("reset")
+        proxy:command(case[1])
+        local rc, ms = client(proxy.port, input, output)
+        assert.equal(0, rc)
+        assert.is_true(ms >= case[2], ("%s: a round trip took only %d ms"):format(case[1], ms))
+        assert.equal(sha256(input), sha256(output))
+      end
+      -- latency with a rate: a chunk goes at the later of arrival + latency and the pacing
+      proxy:command("reset")
+      proxy:command("latency_up 300")
+      proxy:command("rate_up 100000")
+      write_random(input, 100000)
+      local rc, ms = client(proxy.port, input, output, 20)
+      assert.equal(0, rc)
+      assert.is_true(ms >= 1200, "100 KB at 100 KB/s + 300 ms took only " .. ms .. " ms")
+      assert.equal(sha256(input), sha256(output))
+    end)
+
+    it("stop_reading: clients' writes block, answers still flow, off resumes intact", function()
+      local a, b, output = tmp("stop.a"), tmp("stop.b"), tmp("stop.out")
+      write_random(a, 1000000)
+      write_random(b, 4000000)
+      proxy:command("rcvbuf 65536")   -- small kernel buffers, so the writer blocks soon
+      proxy:command("mss 1460")
+      proxy:command("stall 60000")    -- the echo of part a waits in the proxy
+      local before = proxy:stats()
+      local c = client_phased(proxy.port, { a, b }, output)
+      finally(c.close)
+      assert.is_true(wait_until(function()
+        return stats_delta(proxy, before).bytes_up == 1000000 end, 5))
+      assert.equal("ok stop_reading on", proxy:command("stop_reading on"))
+      proxy:command("stall 0")
+      -- server -> client keeps flowing while nothing is read from clients
+      assert.is_true(wait_until(function() return size_or_0(output) == 1000000 end, 5))
+      c.release(1)
+      assert.is_true(wait_until(function() return c.err():find("send blocked", 1, true) end, 10),
+        c.err())
+      -- a new connection is not read either
+      local small, small_out = tmp("stop.small"), tmp("stop.small.out")
+      write_random(small, 1000)
+      local wait2 = client_bg(proxy.port, small, small_out)
+      sleep(0.3)   -- an observation window: nothing may move in it
+      local d = stats_delta(proxy, before)
+      assert.equal(1000000, d.bytes_up)
+      assert.equal(1000000, d.bytes_down)
+      assert.equal(1000000, size_or_0(output))
+      assert.equal(0, size_or_0(small_out))
+      assert.equal(2, proxy:stats().open)   -- both connections stay open
+      assert.equal("ok stop_reading off", proxy:command("stop_reading off"))
+      assert.equal(0, c.wait(), c.err())
+      assert.equal(0, wait2())
+      local whole = tmp("stop.ab")
+      concat_files(whole, a, b)
+      assert.equal(sha256(whole), sha256(output))
+      assert.equal(sha256(small), sha256(small_out))
+    end)
+
+    it("cut_next_answer K passes exactly K bytes of the next answer, then resets", function()
+      local a, b, output = tmp("cna.a"), tmp("cna.b"), tmp("cna.out")
+      write_random(a, 1000)
+      write_random(b, 5000)
+      local whole = tmp("cna.ab")
+      concat_files(whole, a, b)
+      for _, k in ipairs { 700, 0 } do
+        local before = proxy:stats()
+        local c = client_phased(proxy.port, { a, b }, output)
+        finally(c.close)
+        assert.is_true(wait_until(function() return size_or_0(output) == 1000 end, 5))
+        assert.equal(1, proxy:stats().open)
+        assert.equal(("ok cut_next_answer %d 1"):format(k), proxy:command("cut_next_answer " .. k))
+        -- connections opened after the command are not armed
+        local other = tmp("cna.other")
+        local rc, _, summary = client(proxy.port, b, other)
+        assert.equal(0, rc, summary)
+        assert.equal(sha256(b), sha256(other))
+        c.release(1)     -- the next request goes up; its answer is cut after K bytes
+        assert.equal(2, c.wait(), c.err())
+        assert.equal(1000 + k, size_or_0(output))
+        assert.is_true(same_prefix(whole, output, 1000 + k))
+        local d = stats_delta(proxy, before)
+        assert.equal(1, d.cuts)
+        assert.is_true(d.bytes_up > 1000 + 5000, "the request was not forwarded")
+        c.close()
+      end
+    end)
+
+    it("cut_next_answer counts bytes the proxy already holds and drops the rest", function()
+      local a, b, output = tmp("cnq.a"), tmp("cnq.b"), tmp("cnq.out")
+      write_random(a, 1000)
+      write_random(b, 5000)
+      local c = client_phased(proxy.port, { a, b }, output)
+      finally(c.close)
+      assert.is_true(wait_until(function() return size_or_0(output) == 1000 end, 5))
+      proxy:command("stall 60000")
+      c.release(1)
+      assert.is_true(wait_until(function() return proxy:stats().queued_down == 5000 end, 5))
+      proxy:command("cut_next_answer 100")
+      proxy:command("stall 0")
+      assert.equal(2, c.wait(), c.err())
+      assert.equal(1100, size_or_0(output))
+      local whole = tmp("cnq.ab")
+      concat_files(whole, a, b)
+      assert.is_true(same_prefix(whole, output, 1100))
+    end)
+
+    it("reset disarms cut_next_answer and resumes reading on open connections", function()
+      local a, b, output = tmp("rst.a"), tmp("rst.b"), tmp("rst.out")
+      write_random(a, 1000)
+      write_random(b, 200000)
+      local c = client_phased(proxy.port, { a, b }, output)
+      finally(c.close)
+      assert.is_true(wait_until(function() return size_or_0(output) == 1000 end, 5))
+      proxy:command("cut_next_answer 0")
+      proxy:command("stop_reading on")
+      local before = proxy:stats()
+      c.release(1)
+      sleep(0.2)   -- an observation window: nothing may be read
+      assert.equal(0, stats_delta(proxy, before).bytes_up)
+      proxy:command("reset")
+      assert.equal(0, c.wait(), c.err())
+      local whole = tmp("rst.ab")
+      concat_files(whole, a, b)
+      assert.equal(sha256(whole), sha256(output))
+      assert.equal(0, stats_delta(proxy, before).cuts)
+    end)
+
+    it("rcvbuf and mss set the buffers and segment size of new client sockets only", function()
+      local input = tmp("buf.in")
+      write_random(input, 1000)
+      proxy:command("rcvbuf 32768")
+      proxy:command("mss 1200")
+      local c1 = client_phased(proxy.port, { input, input }, tmp("buf.out1"))
+      finally(c1.close)
+      assert.is_true(wait_until(function() return size_or_0(tmp("buf.out1")) == 1000 end, 5))
+      local m = accepted_skmem(proxy.port)
+      assert.equal(65536, m.rb, m.raw)   -- Linux doubles SO_RCVBUF / SO_SNDBUF
+      assert.equal(65536, m.tb, m.raw)
+      assert.is_true(m.mss <= 1200, m.raw)
+      c1.close()
+      assert.equal(0, c1.wait())
+      -- off again: the next connection gets the kernel's defaults
+      proxy:command("rcvbuf 0")
+      proxy:command("mss 0")
+      local c2 = client_phased(proxy.port, { input, input }, tmp("buf.out2"))
+      finally(c2.close)
+      assert.is_true(wait_until(function() return size_or_0(tmp("buf.out2")) == 1000 end, 5))
+      m = accepted_skmem(proxy.port)
+      assert.is_true(m.rb ~= 65536 and m.mss > 1200, m.raw)
+      c2.close()
+      assert.equal(0, c2.wait())
+    end)
+
+    it("shaping never reorders, drops or duplicates bytes", function()
+      local input, output = tmp("hash.in"), tmp("hash.out")
+      write_random(input, 4 * 1048576 + 4321)
+      proxy:command("rate_up 4000000")
+      proxy:command("rate_down 3000000")
+      proxy:command("latency_up 5")
+      proxy:command("latency_down 12")
+      proxy:command("rcvbuf 65536")
+      proxy:command("mss 1460")
+      local before = proxy:stats()
+      local rc, _, summary = client(proxy.port, input, output, 30)
+      assert.equal(0, rc, summary)
+      assert.equal(size(input), size(output))
+      assert.equal(sha256(input), sha256(output))
+      local d = stats_delta(proxy, before)
+      assert.equal(size(input), d.bytes_up)
+      assert.equal(size(input), d.bytes_down)
+      -- an odd tiny queue cap chops the stream into odd pieces: still intact
+      proxy:command("queue_cap 3001")
+      proxy:command("rate_up 2000000")
+      write_random(input, 1048576 + 7)
+      rc, _, summary = client(proxy.port, input, output, 30)
+      assert.equal(0, rc, summary)
+      assert.equal(sha256(input), sha256(output))
+    end)
   end)
 
   it("fails clearly when it cannot start", function()

@@ -2,6 +2,8 @@
  * fault_proxy — a loopback TCP proxy that injects faults, for tests.
  *
  *   fault_proxy --listen PORT --target HOST:PORT [--control PORT] [--seed N]
+ *               [--rate-up BPS] [--rate-down BPS] [--latency-up MS] [--latency-down MS]
+ *               [--delay MS] [--queue-cap BYTES] [--rcvbuf BYTES] [--mss BYTES]
  *               [--exit-on-stdin-eof] [-v]
  *   fault_proxy --echo-server PORT [--exit-on-stdin-eof] [-v]     (test helper)
  *   fault_proxy --client PORT < in > out                           (test helper)
@@ -17,14 +19,16 @@
  * connection is a pair (client fd, server fd) and two directions, up
  * (client->server) and down (server->client). Each direction holds a FIFO of
  * chunks (one per recv, <= 64 KiB) stamped with the time they may be sent
- * (arrival + delay). Reading from a side pauses while its direction holds
- * >= 1 MiB (so a slow or stalled receiver pushes back through TCP to the
- * sender) and, for the upstream side, until the connect to the target is done.
- * Writes go out as soon as a chunk is due; EPOLLOUT is asked for only after
- * EAGAIN. After every wakeup all connections are "pumped" (flush what is due,
- * recompute interest), and epoll_wait sleeps until the next fd event or the
- * earliest due time (delayed chunk, end of stall, cut drain poll): nothing
- * ever spins. A side that reports EPOLLHUP while we do not want to read it is
+ * (arrival + that direction's latency). Reading from a side pauses while its
+ * direction holds its queue cap (1 MiB; less on a rated link, see WAN
+ * shaping) so a slow or stalled receiver pushes back through TCP to the
+ * sender, while the proxy is told to stop reading clients, and, for the
+ * upstream side, until the connect to the target is done. Writes go out as
+ * soon as a chunk is due and, on a rated direction, its pacing clock allows;
+ * EPOLLOUT is asked for only after EAGAIN. After every wakeup all connections
+ * are "pumped" (flush what is due, recompute interest), and epoll_wait sleeps
+ * until the next fd event or the earliest due time (delayed chunk, pacing
+ * clock, end of stall, cut drain poll): nothing ever spins. A side that reports EPOLLHUP while we do not want to read it is
  * removed from epoll until we do (EPOLLHUP cannot be masked). Objects closed
  * during a batch of events are freed only after the batch.
  *
@@ -49,28 +53,90 @@
  *                        and if cut, one for T
  *   cut_all              cut every open connection now (queued data dropped);
  *                        answers `ok cut_all <count>`
+ *   cut_next_answer K    for every connection open NOW (not later ones): K
+ *                        more server->client bytes are forwarded, counted from
+ *                        the first one not yet written to the client, then the
+ *                        connection is cut (as below: RST both sides, counted
+ *                        in cuts); bytes beyond K are dropped. If the proxy
+ *                        holds no undelivered server bytes, the cut waits for
+ *                        the server's next bytes: K = 0 then means the client
+ *                        sees the connection die before any byte of the next
+ *                        answer (the request itself went through). Meant for
+ *                        killing a reused keep-alive connection between a
+ *                        request and its answer. Answers `ok cut_next_answer
+ *                        K <connections armed>`
  *   stall MS             hold all server->client data on every connection
  *                        (open and new) for MS ms; data is kept, not dropped,
- *                        and reading from servers continues up to the 1 MiB
- *                        per-connection cap. `stall 0` ends a stall now. A new
- *                        stall replaces the running one.
- *   delay MS             every chunk read from now on, both ways, is sent MS ms
- *                        after it arrived; 0 = off (chunks already queued keep
- *                        their time)
+ *                        and reading from servers continues up to the queue
+ *                        cap. `stall 0` ends a stall now. A new stall replaces
+ *                        the running one.
+ *   delay MS             shorthand for latency_up MS + latency_down MS
  *   refuse on|off        accept new connections and close them at once (RST)
+ * WAN shaping (open and new connections alike, unless said otherwise):
+ *   rate_up BPS          pace client->server bytes at BPS bytes per second per
+ *   rate_down BPS        connection (server->client for rate_down); 0 = no
+ *                        limit. Due-time pacing: a direction's clock advances
+ *                        by n / BPS for every n bytes written, writes go in
+ *                        quanta of max(2 KiB, 5 ms worth), and at most 5 ms of
+ *                        idle credit is kept, so the long-run rate is BPS.
+ *                        With a rate on, that direction's queue cap shrinks
+ *                        to max(64 KiB, BPS x latency), so the proxy never
+ *                        reads far ahead of what the link could carry and the
+ *                        sender's socket fills as behind a real slow link
+ *   latency_up MS        one-way latency: every chunk read from now on in that
+ *   latency_down MS      direction is sent no earlier than MS ms after it
+ *                        arrived (chunks already queued keep their time); with
+ *                        a rate, a chunk goes out at the later of arrival +
+ *                        latency and the pacing clock. 50 ms RTT = 25 each way
+ *   queue_cap BYTES      per-direction cap on bytes read but not yet written
+ *                        (reading that side pauses at the cap); 0 = automatic
+ *                        (1 MiB, or max(64 KiB, BPS x latency) when rated)
+ *   rcvbuf BYTES         SO_RCVBUF and SO_SNDBUF of accepted client sockets,
+ *                        set on the listening socket so that the window scale
+ *                        offered in the SYN-ACK already honours it (Linux
+ *                        doubles the value for its bookkeeping). NEW
+ *                        connections only. 0 = kernel defaults and autotuning
+ *                        again: the listening socket is re-created on the same
+ *                        port (a connect in that instant may be refused)
+ *   mss BYTES            TCP_MAXSEG of accepted client sockets (88..65535),
+ *                        also set on the listening socket, so the SYN-ACK
+ *                        offers it: 1460 is an Ethernet WAN. NEW connections
+ *                        only; 0 = off (re-creates the listener, as rcvbuf).
+ *                        Loopback's 64 KiB MSS makes the client's kernel size
+ *                        its send buffer at ~4 MB from the start; with a WAN
+ *                        MSS it starts near 64 KiB and grows with the window,
+ *                        so a slow link really fills it
+ *   stop_reading on|off  read nothing more from any client, open or new
+ *                        (their bytes pile up in the kernel buffers until the
+ *                        client's writes block); connections stay open and
+ *                        server->client data keeps flowing. `off` resumes, in
+ *                        order, nothing lost: a server or middlebox that stops
+ *                        reading
  *   stats                `ok conns=N open=N cuts=N bytes_up=N bytes_down=N
- *                        refused=N`: conns = accepted in total (refused ones
- *                        too), open = pairs open now, cuts = connections cut by
- *                        a fault, bytes_* = bytes written to the server/client
- *   reset                all faults off: thresholds, random cuts, stall, delay,
- *                        refuse; open connections lose their cut thresholds
- *                        too (ones already being cut still are). Stats kept.
- *   show                 current settings; ping -> `ok pong`; help
+ *                        refused=N queued_up=N queued_down=N`: conns =
+ *                        accepted in total (refused ones too), open = pairs
+ *                        open now, cuts = connections cut by a fault, bytes_*
+ *                        = bytes written to the server/client, queued_* =
+ *                        bytes held in the proxy's queues now (all pairs)
+ *   reset                all faults and shaping off: thresholds, random cuts,
+ *                        pending cut_next_answer, stall, latency, rates,
+ *                        queue_cap, rcvbuf, mss, stop_reading, refuse; open
+ *                        connections lose their cut thresholds too (ones
+ *                        already being cut still are). Stats kept.
+ *   show                 current settings (with the queue caps in force);
+ *                        ping -> `ok pong`; help
  *
  * Which connections a fault applies to: cut_after, cut_after_down and
  * cut_random are decided when a connection is accepted and stay with it
  * (changing them later does not touch open connections; `reset` clears them,
- * `cut_all` cuts everything). stall, delay and refuse are global and immediate.
+ * `cut_all` cuts everything). cut_next_answer arms the connections open when
+ * it is given. rcvbuf and mss are taken by a connection when it is accepted. stall,
+ * latency, rates, queue_cap, stop_reading and refuse are global and immediate.
+ *
+ * Every shaping command has a command-line flag of the same name (--rate-up,
+ * --rate-down, --latency-up, --latency-down, --delay, --queue-cap, --rcvbuf,
+ * --mss)
+ * so that a run can start shaped; `reset` turns those off too.
  *
  * A cut: once a threshold is reached, no more bytes are read from either side
  * (the read that reaches it is shortened, so exactly N bytes pass); the bytes
@@ -91,7 +157,13 @@
  *                        (shutdown(SHUT_WR) at stdin EOF) and the socket to
  *                        stdout until the peer ends. Exit status 0 if it ended
  *                        with a FIN, 2 with a reset, 3 if the connect failed,
- *                        1 on other errors; a summary goes to stderr.
+ *                        1 on other errors; a summary goes to stderr
+ *                        (`client: sent=N received=N eagain=N end=...`, eagain
+ *                        = non-blocking sends that found the socket full).
+ *                        It also prints `client: first EAGAIN at sent=N` when
+ *                        a send first finds the socket full, and `client: send
+ *                        blocked at sent=N` when it has stayed full for 200 ms
+ *                        (once per such episode): events tests wait for.
  *
  * --exit-on-stdin-eof makes the server modes exit when stdin reaches EOF, so a
  * test harness that holds the write end of a pipe cannot leak the process.
@@ -124,6 +196,16 @@
 
 #define CHUNK_MAX (64 * 1024)       /* bytes per recv */
 #define QUEUE_CAP (1024 * 1024)     /* per direction; reading pauses at or above */
+#define SHAPED_QUEUE_MIN (64 * 1024) /* auto cap of a rated direction: max(this, BDP) */
+#define SHAPED_QUEUE_MAX (256u * 1024 * 1024)
+#define RATE_MAX 10000000000ull     /* 10 GB/s: keeps BPS x latency far from overflow */
+#define MS_MAX 86400000             /* longest stall / latency */
+#define PACE_QUANTUM_MIN 2048       /* smallest write on a rated direction */
+#define PACE_QUANTUM_NS 5000000     /* a write carries at most this much link time */
+#define PACE_CREDIT_NS 5000000      /* idle credit kept by a pacing clock */
+#define BLOCKED_REPORT_MS 200       /* --client: report a send blocked this long */
+#define TUNED_RCVBUF 1
+#define TUNED_MSS 2
 #define CUT_DRAIN_MAX_MS 1000       /* longest wait for the kernel to hand bytes over */
 #define CUT_POLL_MS 2
 #define ACCEPT_PAUSE_MS 100         /* after EMFILE & co */
@@ -153,6 +235,7 @@ struct dir {
     struct chunk *head, *tail;
     size_t queued;     /* bytes read but not yet written */
     uint64_t nread;    /* bytes read from the source */
+    double pace_ns;    /* rated: monotonic ns at which the next byte may go */
     int eof;           /* source sent FIN */
     int shut;          /* FIN passed on to the destination */
     int blocked;       /* last write got EAGAIN: want EPOLLOUT */
@@ -165,6 +248,8 @@ struct conn {
     int connecting, dead;
     uint64_t cut_up, cut_down, cut_any;   /* thresholds, 0 = none */
     struct dir *cutting;        /* direction that reached a threshold, or NULL */
+    int answer_cut;             /* cut_next_answer armed: cut once answer_left more */
+    uint64_t answer_left;       /*   server bytes have been read (0: at the next one) */
     int64_t cut_deadline;       /* set once that direction is drained; 0 = not yet */
     uint64_t id;
 };
@@ -189,6 +274,8 @@ static struct {
     int ep;
     struct handle listen, ctl_listen, sig, in;
     struct sockaddr_in target;
+    int listen_port;            /* bound port of the proxy's listener */
+    int listen_tuned;           /* TUNED_* options set on it (the kernel cannot unset them) */
     int verbose;
     int quit;
     int64_t accept_resume;      /* accepting paused until then; 0 = not paused */
@@ -198,8 +285,15 @@ static struct {
     double rnd_p;
     uint64_t rnd_min, rnd_max;
     int64_t stall_until;        /* 0 = no stall */
-    int64_t delay_ms;
     int refuse;
+
+    /* WAN shaping; [0] = up (client->server), [1] = down */
+    int64_t latency_ms[2];
+    uint64_t rate[2];           /* bytes per second, 0 = unlimited */
+    uint64_t queue_cap;         /* 0 = automatic */
+    uint64_t rcvbuf;            /* 0 = kernel defaults */
+    uint64_t mss;               /* 0 = kernel default */
+    int stop_reading;
     uint64_t rng, seed;
 
     /* stats */
@@ -241,6 +335,13 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static uint64_t rng_next(void)       /* splitmix64 */
@@ -400,36 +501,92 @@ static uint64_t cut_room(const struct conn *c, const struct dir *d)
     return room;
 }
 
+static int dir_index(const struct conn *c, const struct dir *d) { return d == &c->up ? 0 : 1; }
+
+/* Bytes direction d may hold read but unwritten: an explicit queue_cap, else 1 MiB
+ * unrated, else about one bandwidth-delay product (so the sender feels the link). */
+static size_t dir_cap(const struct conn *c, const struct dir *d)
+{
+    if (g.queue_cap) return (size_t)g.queue_cap;
+    int i = dir_index(c, d);
+    if (!g.rate[i]) return QUEUE_CAP;
+    uint64_t bdp = g.rate[i] * (uint64_t)g.latency_ms[i] / 1000;
+    if (bdp > SHAPED_QUEUE_MAX) bdp = SHAPED_QUEUE_MAX;
+    return bdp > SHAPED_QUEUE_MIN ? (size_t)bdp : SHAPED_QUEUE_MIN;
+}
+
 static int may_read(const struct conn *c, const struct dir *d)
 {
-    return !c->connecting && !c->cutting && !d->eof && d->queued < QUEUE_CAP;
+    if (d == &c->up && g.stop_reading) return 0;
+    return !c->connecting && !c->cutting && !d->eof && d->queued < dir_cap(c, d);
+}
+
+/* Keeps the first `keep` queued bytes of d, drops the rest. */
+static void dir_truncate(struct dir *d, size_t keep)
+{
+    struct chunk *last = NULL;
+    size_t kept = 0;
+    struct chunk *ch = d->head;
+    while (ch && kept < keep) {
+        size_t left = ch->len - ch->off;
+        if (kept + left > keep) ch->len = ch->off + (keep - kept);
+        kept += ch->len - ch->off;
+        last = ch;
+        ch = ch->next;
+    }
+    while (ch) {
+        struct chunk *n = ch->next;
+        free(ch);
+        ch = n;
+    }
+    if (last) last->next = NULL; else d->head = NULL;
+    d->tail = last;
+    d->queued = kept;
 }
 
 /* Reads what is available from fd into d. Returns -1 if the pair was closed. */
 static int dir_read(struct conn *c, struct dir *d, int fd, int64_t now)
 {
     char buf[CHUNK_MAX];
+    int answer = d == &c->down && c->answer_cut;
     while (may_read(c, d)) {
         size_t want = sizeof buf;
         uint64_t room = cut_room(c, d);
         if (room < want) want = (size_t)room;
+        size_t space = dir_cap(c, d) - d->queued;   /* > 0: may_read */
+        if (space < want) want = space;
+        /* An armed cut_next_answer with nothing left to pass still reads (and drops)
+         * what comes: the arrival of the answer is what triggers the cut. */
+        if (answer && c->answer_left > 0 && c->answer_left < want) want = (size_t)c->answer_left;
         ssize_t n = recv(fd, buf, want, 0);
         if (n > 0) {
-            struct chunk *ch = malloc(sizeof *ch + (size_t)n);
-            if (!ch) {
-                logw("out of memory: dropping connection %" PRIu64, c->id);
-                conn_abort(c, "out of memory");
-                return -1;
-            }
-            ch->next = NULL;
-            ch->due = now + g.delay_ms;
-            ch->len = (size_t)n;
-            ch->off = 0;
-            memcpy(ch->data, buf, (size_t)n);
-            if (d->tail) d->tail->next = ch; else d->head = ch;
-            d->tail = ch;
-            d->queued += (size_t)n;
+            size_t keep = (size_t)n;
             d->nread += (uint64_t)n;
+            if (answer) {
+                if (keep > c->answer_left) keep = (size_t)c->answer_left;
+                c->answer_left -= keep;
+                if (c->answer_left == 0) {
+                    vlog("conn %" PRIu64 " passed its next answer's bytes: cutting", c->id);
+                    c->answer_cut = 0;
+                    c->cutting = d;
+                }
+            }
+            if (keep > 0) {
+                struct chunk *ch = malloc(sizeof *ch + keep);
+                if (!ch) {
+                    logw("out of memory: dropping connection %" PRIu64, c->id);
+                    conn_abort(c, "out of memory");
+                    return -1;
+                }
+                ch->next = NULL;
+                ch->due = now + g.latency_ms[dir_index(c, d)];
+                ch->len = keep;
+                ch->off = 0;
+                memcpy(ch->data, buf, keep);
+                if (d->tail) d->tail->next = ch; else d->head = ch;
+                d->tail = ch;
+                d->queued += keep;
+            }
             if (room != NO_LIMIT && (uint64_t)n >= room) {
                 vlog("conn %" PRIu64 " reached its cut threshold (%s)", c->id,
                      d == &c->up ? "up" : "down");
@@ -450,15 +607,38 @@ static int dir_read(struct conn *c, struct dir *d, int fd, int64_t now)
     return 0;
 }
 
-/* Writes the due chunks of d to fd. Returns -1 if the pair was closed. */
+/* Largest single write on a direction rated at `rate` bytes/s. */
+static size_t pace_quantum(uint64_t rate)
+{
+    uint64_t q = rate * PACE_QUANTUM_NS / 1000000000u;
+    if (q < PACE_QUANTUM_MIN) q = PACE_QUANTUM_MIN;
+    return q > CHUNK_MAX ? CHUNK_MAX : (size_t)q;
+}
+
+/* Writes the due chunks of d to fd, at the direction's rate if it has one. Returns -1 if
+ * the pair was closed. */
 static int dir_flush(struct conn *c, struct dir *d, int fd, int held, int64_t now,
                      uint64_t *counter)
 {
     d->blocked = 0;
+    uint64_t rate = g.rate[dir_index(c, d)];
+    double tnow = 0;
+    if (rate) {
+        tnow = (double)now_ns();
+        /* An idle link banks at most PACE_CREDIT_NS of sending time. */
+        if (d->pace_ns < tnow - PACE_CREDIT_NS) d->pace_ns = tnow - PACE_CREDIT_NS;
+    }
     while (d->head && !held && d->head->due <= now) {
         struct chunk *ch = d->head;
-        ssize_t n = send(fd, ch->data + ch->off, ch->len - ch->off, MSG_NOSIGNAL);
+        size_t len = ch->len - ch->off;
+        if (rate) {
+            if (d->pace_ns > tnow) break;   /* conn_due wakes us at pace_ns */
+            size_t q = pace_quantum(rate);
+            if (len > q) len = q;
+        }
+        ssize_t n = send(fd, ch->data + ch->off, len, MSG_NOSIGNAL);
         if (n > 0) {
+            if (rate) d->pace_ns += (double)n * 1e9 / (double)rate;
             ch->off += (size_t)n;
             d->queued -= (size_t)n;
             *counter += (uint64_t)n;
@@ -514,15 +694,29 @@ static void conn_pump(struct conn *c, int64_t now)
     ep_set(&c->sh, (may_read(c, &c->down) ? EPOLLIN : 0) | (c->up.blocked ? EPOLLOUT : 0));
 }
 
+/* When direction d's head may go: its due time, or later if the pacing clock says so
+ * (rounded up to the next ms, so that waking at it never finds it a hair early). */
+static int64_t dir_due(const struct conn *c, const struct dir *d)
+{
+    int64_t due = d->head->due;
+    if (g.rate[dir_index(c, d)]) {
+        int64_t pace = (int64_t)(d->pace_ns / 1e6) + 1;
+        if (pace > due) due = pace;
+    }
+    return due;
+}
+
 /* Earliest time (ms) at which conn c needs attention without an fd event. */
 static int64_t conn_due(const struct conn *c, int64_t now)
 {
     int64_t due = INT64_MAX;
     if (c->dead || c->connecting) return due;
     /* A head that is due but unsent and not waiting for EPOLLOUT gives 0. */
-    if (c->up.head && !c->up.blocked) due = c->up.head->due;
-    if (c->down.head && !c->down.blocked && !stalled(now) && c->down.head->due < due)
-        due = c->down.head->due;
+    if (c->up.head && !c->up.blocked) due = dir_due(c, &c->up);
+    if (c->down.head && !c->down.blocked && !stalled(now)) {
+        int64_t t = dir_due(c, &c->down);
+        if (t < due) due = t;
+    }
     if (c->cutting && !c->cutting->head) {
         int64_t t = now + CUT_POLL_MS;
         if (c->cut_deadline && c->cut_deadline < t) t = c->cut_deadline;
@@ -640,16 +834,83 @@ static void ctl_close(struct ctl *k)
     g.dead_ctls = k;
 }
 
-static void reset_faults(void)
+/* Gives the listening socket the options of `rcvbuf` and `mss`: accepted sockets inherit
+ * them, and the SYN-ACK's window scale and MSS are chosen from them. The kernel cannot
+ * unset either once set, so turning one back off re-creates the listener on the same
+ * port, after accepting what is already queued on it. Returns 0, or -1 with errno. */
+static int tune_listener(int64_t now)
+{
+    if (g.listen.fd < 0) return 0;
+    if ((g.listen_tuned & TUNED_RCVBUF && !g.rcvbuf) || (g.listen_tuned & TUNED_MSS && !g.mss)) {
+        on_accept(now);
+        uint32_t events = g.listen.events;
+        close_handle(&g.listen, 0);
+        int bound;
+        int fd = listen_on(g.listen_port, &bound);
+        if (fd < 0) {
+            int e = errno;
+            logw("re-creating the listener on port %d: %s", g.listen_port, strerror(e));
+            g.quit = 1;   /* no listener: nothing useful left to do */
+            errno = e;
+            return -1;
+        }
+        g.listen.fd = fd;
+        g.listen_tuned = 0;
+        ep_set(&g.listen, events);
+    }
+    if (g.rcvbuf) {
+        int v = (int)g.rcvbuf;
+        if (setsockopt(g.listen.fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v) < 0 ||
+            setsockopt(g.listen.fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v) < 0)
+            return -1;
+        g.listen_tuned |= TUNED_RCVBUF;
+    }
+    if (g.mss) {
+        int v = (int)g.mss;
+        if (setsockopt(g.listen.fd, IPPROTO_TCP, TCP_MAXSEG, &v, sizeof v) < 0) return -1;
+        g.listen_tuned |= TUNED_MSS;
+    }
+    return 0;
+}
+
+static void reset_faults(int64_t now)
 {
     g.cut_up = g.cut_down = 0;
     g.rnd_p = 0;
     g.rnd_min = g.rnd_max = 0;
     g.stall_until = 0;
-    g.delay_ms = 0;
     g.refuse = 0;
-    for (struct conn *c = g.conns; c; c = c->next)
+    g.latency_ms[0] = g.latency_ms[1] = 0;
+    g.rate[0] = g.rate[1] = 0;
+    g.queue_cap = 0;
+    g.stop_reading = 0;
+    g.rcvbuf = g.mss = 0;
+    (void)tune_listener(now);
+    for (struct conn *c = g.conns; c; c = c->next) {
         c->cut_up = c->cut_down = c->cut_any = 0;
+        c->answer_cut = 0;
+    }
+}
+
+/* Shaping values given as numbers of bytes per second, ms or bytes. */
+static int set_ms(const char *cmd, uint64_t v, int64_t *dst, char *out, size_t outsz)
+{
+    if (v > MS_MAX) {
+        snprintf(out, outsz, "err %s: at most %d ms", cmd, MS_MAX);
+        return -1;
+    }
+    *dst = (int64_t)v;
+    return 0;
+}
+
+static int set_rate(const char *cmd, uint64_t v, uint64_t *dst, char *out, size_t outsz)
+{
+    if (v > RATE_MAX) {
+        snprintf(out, outsz, "err %s: at most %llu bytes/s", cmd, (unsigned long long)RATE_MAX);
+        return -1;
+    }
+    *dst = v;
+    return 0;
 }
 
 /* Runs one command line; writes the answer (no newline) into out. */
@@ -727,22 +988,88 @@ static void ctl_exec(char *line, char *out, size_t outsz, int64_t now)
             n++;
         }
         snprintf(out, outsz, "ok cut_all %u", n);
+    } else if (!strcmp(cmd, "cut_next_answer")) {
+        NEED(1); NUM(1, a);
+        unsigned n = 0;
+        for (struct conn *c = g.conns; c; c = c->next) {
+            if (c->cutting) continue;   /* being cut already */
+            struct dir *d = &c->down;
+            n++;
+            if (d->queued > 0 && d->queued >= a) {
+                /* The next K bytes are already here: keep them, drop the rest, cut. */
+                dir_truncate(d, (size_t)a);
+                c->answer_cut = 0;
+                c->cutting = d;
+            } else {
+                c->answer_cut = 1;
+                c->answer_left = a - d->queued;
+            }
+        }
+        snprintf(out, outsz, "ok cut_next_answer %" PRIu64 " %u", a, n);
     } else if (!strcmp(cmd, "stall")) {
         NEED(1); NUM(1, a);
-        if (a > 86400000) {
-            snprintf(out, outsz, "err stall: at most 86400000 ms");
-            return;
-        }
-        g.stall_until = a ? now + (int64_t)a : 0;
+        int64_t ms;
+        if (set_ms(cmd, a, &ms, out, outsz) < 0) return;
+        g.stall_until = a ? now + ms : 0;
         snprintf(out, outsz, "ok stall %" PRIu64, a);
     } else if (!strcmp(cmd, "delay")) {
         NEED(1); NUM(1, a);
-        if (a > 86400000) {
-            snprintf(out, outsz, "err delay: at most 86400000 ms");
+        if (set_ms(cmd, a, &g.latency_ms[0], out, outsz) < 0) return;
+        g.latency_ms[1] = g.latency_ms[0];
+        snprintf(out, outsz, "ok delay %" PRIu64, a);
+    } else if (!strcmp(cmd, "latency_up") || !strcmp(cmd, "latency_down")) {
+        NEED(1); NUM(1, a);
+        if (set_ms(cmd, a, &g.latency_ms[cmd[8] == 'u' ? 0 : 1], out, outsz) < 0) return;
+        snprintf(out, outsz, "ok %s %" PRIu64, cmd, a);
+    } else if (!strcmp(cmd, "rate_up") || !strcmp(cmd, "rate_down")) {
+        NEED(1); NUM(1, a);
+        if (set_rate(cmd, a, &g.rate[cmd[5] == 'u' ? 0 : 1], out, outsz) < 0) return;
+        snprintf(out, outsz, "ok %s %" PRIu64, cmd, a);
+    } else if (!strcmp(cmd, "queue_cap")) {
+        NEED(1); NUM(1, a);
+        if (a > SHAPED_QUEUE_MAX) {
+            snprintf(out, outsz, "err queue_cap: at most %u bytes", SHAPED_QUEUE_MAX);
             return;
         }
-        g.delay_ms = (int64_t)a;
-        snprintf(out, outsz, "ok delay %" PRIu64, a);
+        g.queue_cap = a;
+        snprintf(out, outsz, "ok queue_cap %" PRIu64, a);
+    } else if (!strcmp(cmd, "rcvbuf")) {
+        NEED(1); NUM(1, a);
+        if (a > INT32_MAX / 2) {
+            snprintf(out, outsz, "err rcvbuf: at most %d bytes", INT32_MAX / 2);
+            return;
+        }
+        uint64_t old = g.rcvbuf;
+        g.rcvbuf = a;
+        if (tune_listener(now) < 0) {
+            snprintf(out, outsz, "err rcvbuf: %s", strerror(errno));
+            g.rcvbuf = old;
+            return;
+        }
+        snprintf(out, outsz, "ok rcvbuf %" PRIu64, a);
+    } else if (!strcmp(cmd, "mss")) {
+        NEED(1); NUM(1, a);
+        if (a != 0 && (a < 88 || a > 65535)) {
+            snprintf(out, outsz, "err mss: 0 or 88..65535");
+            return;
+        }
+        uint64_t old = g.mss;
+        g.mss = a;
+        if (tune_listener(now) < 0) {
+            snprintf(out, outsz, "err mss: %s", strerror(errno));
+            g.mss = old;
+            return;
+        }
+        snprintf(out, outsz, "ok mss %" PRIu64, a);
+    } else if (!strcmp(cmd, "stop_reading")) {
+        NEED(1);
+        if (!strcmp(argv[1], "on")) g.stop_reading = 1;
+        else if (!strcmp(argv[1], "off")) g.stop_reading = 0;
+        else {
+            snprintf(out, outsz, "err stop_reading takes on or off");
+            return;
+        }
+        snprintf(out, outsz, "ok stop_reading %s", g.stop_reading ? "on" : "off");
     } else if (!strcmp(cmd, "refuse")) {
         NEED(1);
         if (!strcmp(argv[1], "on")) g.refuse = 1;
@@ -754,30 +1081,46 @@ static void ctl_exec(char *line, char *out, size_t outsz, int64_t now)
         snprintf(out, outsz, "ok refuse %s", g.refuse ? "on" : "off");
     } else if (!strcmp(cmd, "stats")) {
         NEED(0);
+        uint64_t qu = 0, qd = 0;
+        for (struct conn *c = g.conns; c; c = c->next) {
+            qu += c->up.queued;
+            qd += c->down.queued;
+        }
         snprintf(out, outsz,
                  "ok conns=%" PRIu64 " open=%" PRIu64 " cuts=%" PRIu64 " bytes_up=%" PRIu64
-                 " bytes_down=%" PRIu64 " refused=%" PRIu64,
-                 g.n_conns, g.n_open, g.n_cuts, g.bytes_up, g.bytes_down, g.n_refused);
+                 " bytes_down=%" PRIu64 " refused=%" PRIu64 " queued_up=%" PRIu64
+                 " queued_down=%" PRIu64,
+                 g.n_conns, g.n_open, g.n_cuts, g.bytes_up, g.bytes_down, g.n_refused, qu, qd);
     } else if (!strcmp(cmd, "reset")) {
         NEED(0);
-        reset_faults();
+        reset_faults(now);
         snprintf(out, outsz, "ok reset");
     } else if (!strcmp(cmd, "show")) {
         NEED(0);
+        /* The caps in force, computed as for a connection (any one: they are global). */
+        struct conn probe;
+        memset(&probe, 0, sizeof probe);
         snprintf(out, outsz,
                  "ok cut_after=%" PRIu64 " cut_after_down=%" PRIu64 " cut_random=%g,%" PRIu64
-                 ",%" PRIu64 " seed=%" PRIu64 " stall_left=%" PRId64 " delay=%" PRId64
-                 " refuse=%s",
+                 ",%" PRIu64 " seed=%" PRIu64 " stall_left=%" PRId64 " refuse=%s"
+                 " latency_up=%" PRId64 " latency_down=%" PRId64 " rate_up=%" PRIu64
+                 " rate_down=%" PRIu64 " queue_cap=%" PRIu64 " cap_up=%zu cap_down=%zu"
+                 " rcvbuf=%" PRIu64 " mss=%" PRIu64 " stop_reading=%s",
                  g.cut_up, g.cut_down, g.rnd_p, g.rnd_min, g.rnd_max, g.seed,
-                 stalled(now) ? g.stall_until - now : 0, g.delay_ms, g.refuse ? "on" : "off");
+                 stalled(now) ? g.stall_until - now : 0, g.refuse ? "on" : "off",
+                 g.latency_ms[0], g.latency_ms[1], g.rate[0], g.rate[1], g.queue_cap,
+                 dir_cap(&probe, &probe.up), dir_cap(&probe, &probe.down), g.rcvbuf, g.mss,
+                 g.stop_reading ? "on" : "off");
     } else if (!strcmp(cmd, "ping")) {
         NEED(0);
         snprintf(out, outsz, "ok pong");
     } else if (!strcmp(cmd, "help")) {
         snprintf(out, outsz,
                  "ok commands: cut_after N | cut_after_down N | cut_random P MIN MAX | seed N"
-                 " | cut_all | stall MS | delay MS | refuse on|off | stats | reset | show"
-                 " | ping");
+                 " | cut_all | cut_next_answer K | stall MS | delay MS | latency_up MS"
+                 " | latency_down MS | rate_up BPS | rate_down BPS | queue_cap BYTES"
+                 " | rcvbuf BYTES | mss BYTES | stop_reading on|off | refuse on|off | stats | reset"
+                 " | show | ping");
     } else {
         snprintf(out, outsz, "err unknown command '%.64s'", cmd);
     }
@@ -1055,18 +1398,26 @@ static int run_client(int port)
     static char inbuf[CHUNK_MAX], netbuf[CHUNK_MAX];
     size_t pend = 0, poff = 0;
     int in_eof = 0, shut = 0, send_reset = 0, rc = -1;
-    uint64_t sent = 0, got = 0;
+    int full = 0, reported = 0;   /* last send found the socket full; episode reported */
+    uint64_t sent = 0, got = 0, eagain = 0;
     const char *end = "?";
     while (rc < 0) {
         struct pollfd p[2] = {
             { .fd = (!in_eof && pend == 0) ? 0 : -1, .events = POLLIN },
             { .fd = fd, .events = (short)(POLLIN | (pend > poff ? POLLOUT : 0)) },
         };
-        if (poll(p, 2, -1) < 0) {
+        int waiting = full && pend > poff && !reported;
+        int pr = poll(p, 2, waiting ? BLOCKED_REPORT_MS : -1);
+        if (pr < 0) {
             if (errno == EINTR) continue;
             end = strerror(errno);
             rc = 1;
             break;
+        }
+        if (pr == 0) {   /* only when waiting: the socket stayed full */
+            fprintf(stderr, "client: send blocked at sent=%" PRIu64 "\n", sent);
+            reported = 1;
+            continue;
         }
         if (p[0].revents) {
             ssize_t r = read(0, inbuf, sizeof inbuf);
@@ -1082,10 +1433,16 @@ static int run_client(int port)
             if (w > 0) {
                 poff += (size_t)w;
                 sent += (uint64_t)w;
+                full = reported = 0;
                 continue;
             }
             if (w < 0 && errno == EINTR) continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                if (eagain++ == 0)
+                    fprintf(stderr, "client: first EAGAIN at sent=%" PRIu64 "\n", sent);
+                full = 1;
+                break;
+            }
             /* The peer is gone; what it sent may still be readable. */
             if (errno == ECONNRESET || errno == EPIPE) send_reset = 1;
             pend = poff = 0;
@@ -1135,17 +1492,53 @@ static int run_client(int port)
             }
         }
     }
-    fprintf(stderr, "client: sent=%" PRIu64 " received=%" PRIu64 " end=%s\n", sent, got, end);
+    fprintf(stderr, "client: sent=%" PRIu64 " received=%" PRIu64 " eagain=%" PRIu64 " end=%s\n",
+            sent, got, eagain, end);
     close(fd);
     return rc;
 }
 
 /* ------------------------------------------------------------------- main */
 
+/* The command-line twins of the shaping commands, in the order they are applied (delay
+ * before the per-direction latencies, so that these override it). */
+static const char *const shaping_flags[] = { "--delay", "--latency-up", "--latency-down",
+                                             "--rate-up", "--rate-down", "--queue-cap",
+                                             "--rcvbuf", "--mss" };
+#define N_SHAPING (sizeof shaping_flags / sizeof shaping_flags[0])
+
+static int shaping_flag(const char *o)
+{
+    for (size_t k = 0; k < N_SHAPING; k++)
+        if (!strcmp(o, shaping_flags[k])) return (int)k;
+    return -1;
+}
+
+/* Runs the shaping flags as control commands; -1 (reported) if one is refused. */
+static int apply_shaping_flags(const uint64_t *val, const int *set, int64_t now)
+{
+    for (size_t k = 0; k < N_SHAPING; k++) {
+        if (!set[k]) continue;
+        char line[64], answer[CTL_LINE_MAX];
+        snprintf(line, sizeof line, "%s %" PRIu64, shaping_flags[k] + 2, val[k]);
+        for (char *ch = line; *ch != ' '; ch++)   /* --rate-up -> rate_up */
+            if (*ch == '-') *ch = '_';
+        ctl_exec(line, answer, sizeof answer, now);
+        if (strncmp(answer, "ok", 2) != 0) {
+            fprintf(stderr, "fault_proxy: %s: %s\n", shaping_flags[k], answer);
+            return -1;
+        }
+        vlog("startup: %s", answer);
+    }
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: fault_proxy --listen PORT --target HOST:PORT [--control PORT] [--seed N]\n"
-          "                   [--exit-on-stdin-eof] [-v]\n"
+          "                   [--rate-up BPS] [--rate-down BPS] [--latency-up MS]\n"
+          "                   [--latency-down MS] [--delay MS] [--queue-cap BYTES]\n"
+          "                   [--rcvbuf BYTES] [--mss BYTES] [--exit-on-stdin-eof] [-v]\n"
           "       fault_proxy --echo-server PORT [--exit-on-stdin-eof] [-v]\n"
           "       fault_proxy --client PORT\n"
           "HOST must be 127.0.0.1 or localhost; PORT 0 picks a free port.\n"
@@ -1159,6 +1552,9 @@ int main(int argc, char **argv)
     int exit_on_eof = 0;
     const char *target = NULL;
     uint64_t seed = 1;
+    /* Shaping flags (last one wins) become control commands once the listener exists. */
+    uint64_t shape_val[N_SHAPING];
+    int shape_set[N_SHAPING] = { 0 };
 
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -1171,6 +1567,11 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--target")) bad = !v, target = v, i++;
         else if (!strcmp(o, "--seed")) bad = parse_u64(v, &seed), i++;
         else if (!strcmp(o, "--exit-on-stdin-eof")) exit_on_eof = 1;
+        else if (shaping_flag(o) >= 0) {
+            int k = shaping_flag(o);
+            bad = parse_u64(v, &shape_val[k]), i++;
+            shape_set[k] = !bad;
+        }
         else if (!strcmp(o, "-v") || !strcmp(o, "--verbose")) g.verbose = 1;
         else if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             usage(stdout);
@@ -1262,9 +1663,14 @@ int main(int argc, char **argv)
         return 1;
     }
     g.listen = (struct handle){ .kind = echo_mode ? K_ECHO_LISTEN : K_LISTEN, .fd = lfd };
+    g.listen_port = bound;
     if (ep_set(&g.listen, EPOLLIN) < 0) {
         shutdown_all();
         return 1;
+    }
+    if (!echo_mode && apply_shaping_flags(shape_val, shape_set, now_ms()) < 0) {
+        shutdown_all();
+        return 64;
     }
     if (!echo_mode && ctl_port >= 0) {
         int cbound;

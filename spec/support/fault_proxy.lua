@@ -4,6 +4,7 @@
 --   local proxy = P.start{ target = "127.0.0.1:" .. port }  -- binary = "build/fault-proxy"
 --   proxy.port, proxy.endpoint                -- 49152, "http://127.0.0.1:49152"
 --   proxy:command("cut_after 1000")           -- "ok cut_after 1000"; raises on "err ..."
+--   proxy:show()                              -- { rate_up = 0, stop_reading = "off", ... }
 --   proxy:stats()                             -- { conns = 3, open = 1, cuts = 1, ... }
 --   proxy:stop()                              -- SIGTERM, wait for exit (idempotent)
 --
@@ -113,8 +114,18 @@ local function spawn(binary, args, what)
   return p
 end
 
+-- Shaping options of start{} and the command-line flags they become (see the header of
+-- tools/fault_proxy.c): rates in bytes per second, latencies in ms, sizes in bytes.
+local SHAPING = {
+  rate_up = "--rate-up", rate_down = "--rate-down", latency_up = "--latency-up",
+  latency_down = "--latency-down", delay = "--delay", queue_cap = "--queue-cap",
+  rcvbuf = "--rcvbuf", mss = "--mss",
+}
+
 -- Starts a proxy. opts: target ("127.0.0.1:PORT", required), binary, listen (port, default 0
--- = any), seed, verbose (log connections and commands to the stderr file, see :log()).
+-- = any), seed, verbose (log connections and commands to the stderr file, see :log()), and
+-- the shaping options above (e.g. rate_up = 2500000, latency_up = 25, rcvbuf = 65536), so
+-- that the proxy is shaped from its first connection. `reset` clears those too.
 function M.start(opts)
   opts = opts or {}
   assert(type(opts.target) == "string" and opts.target:match("^[%w.]+:%d+$"),
@@ -122,6 +133,17 @@ function M.start(opts)
   local binary = M.build(opts.binary)
   local args = ("--listen %d --target %s --control 0"):format(opts.listen or 0, q(opts.target))
   if opts.seed then args = args .. (" --seed %d"):format(opts.seed) end
+  local names = {}
+  for k in pairs(SHAPING) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local v = opts[k]
+    if v ~= nil then
+      assert(type(v) == "number" and v >= 0 and v % 1 == 0,
+        ("fault_proxy.start: %s must be a non-negative integer"):format(k))
+      args = args .. (" %s %d"):format(SHAPING[k], v)
+    end
+  end
   if opts.verbose then args = args .. " -v" end
   local p = spawn(binary, args, "proxy")
   if not p.control_port then
@@ -159,10 +181,18 @@ printf "%%s\n" "$line"' _ %d %s 2>&1]]):format(COMMAND_TIMEOUT, self.control_por
   return line
 end
 
--- { conns = N, open = N, cuts = N, bytes_up = N, bytes_down = N, refused = N }
+-- { conns = N, open = N, cuts = N, bytes_up = N, bytes_down = N, refused = N,
+--   queued_up = N, queued_down = N }
 function Proc:stats()
   local t = {}
   for k, v in self:command("stats"):gmatch("(%w[%w_]*)=(%d+)") do t[k] = tonumber(v) end
+  return t
+end
+
+-- The current settings: numbers as numbers, the rest ("on", "0.5,1,10") as strings.
+function Proc:show()
+  local t = {}
+  for k, v in self:command("show"):gmatch("(%w[%w_]*)=(%S+)") do t[k] = tonumber(v) or v end
   return t
 end
 
