@@ -15,8 +15,8 @@
 --   sess       append session, batches of 1..20 records of 100..700 bytes
 --   bulk       append session, batches of 40..200 records of 1..4 KiB (up to ~800 KB a batch)
 --   a fast reader on every stream (drains whatever is there, every turn), and slow readers on
---   bulk and prod that drain a burst (SOAK_BURST records) every SOAK_SLOW_PAUSE seconds and
---   read nothing in between, so a large backlog waits on the shared connection.
+--   bulk and prod that read as fast as they can for SOAK_BURST seconds every SOAK_SLOW_PAUSE
+--   seconds and nothing in between, so a large backlog waits on the shared connection.
 -- All of it runs from one Lua thread: submits never block (the core's nowait submit: a full
 -- session is skipped this turn), tickets are polled with ready(), readers with next(0); every
 -- call that may wait has a timeout and is measured (see "bounded waits" below).
@@ -49,15 +49,20 @@
 --                     out a record that differs from the stream's, ended by itself, or did not
 --                     reach the stream's final tail within SOAK_DRAIN s
 --   definite_landed   a ticket failed with a definite error (4xx but 408/429) and landed
+--   client_stalled    for more than SOAK_STALL_BOUND s (default: the longest proxy stall +
+--                     request_timeout + 2 s) no ticket resolved and no fast reader got a record
+--                     while tickets were pending: the client as a whole stopped (e.g. one
+--                     undrained read session holding the shared connection's window)
 --
 -- Settings (environment, defaults in brackets):
 --   SOAK_SECONDS [120]  SOAK_RATE [1500000] bytes/s of all writers together  SOAK_SEED [1]
 --   SOAK_POLICY [all]   SOAK_MAX_ATTEMPTS [10]  SOAK_REQUEST_TIMEOUT [8]
 --   SOAK_TLS [1]        (0: h2c to a plain s2-lite, for comparison)
---   SOAK_SHAPE ["rate_up 2500000;rate_down 4000000;latency_up 25;latency_down 25;rcvbuf 65536"]
---   SOAK_CUT_P [1] SOAK_CUT_MIN [2000000] SOAK_CUT_MAX [20000000]
+--   SOAK_SHAPE ["rate_up 2500000;rate_down 4000000;latency_up 25;latency_down 25;rcvbuf 65536;mss 1460"]
+--   SOAK_CUT_P [0.5] SOAK_CUT_MIN [4000000] SOAK_CUT_MAX [40000000]
 --   SOAK_STALL_EVERY [20] SOAK_STALL_MIN [500] SOAK_STALL_MAX [5000] SOAK_CUTALL_EVERY [35]
---   SOAK_SLOW_PAUSE [20] SOAK_BURST [3000]  SOAK_DRAIN [90]  SOAK_WAIT_SLACK [2]
+--   SOAK_SLOW_PAUSE [40] SOAK_BURST [3] (s)  SOAK_DRAIN [90]  SOAK_WAIT_SLACK [2]
+--   SOAK_STALL_BOUND [see client_stalled]
 --   SOAK_ALLOW_FAILED [0]  SOAK_VERBOSE (a progress line every 10 s instead of 30 s)
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;soak/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
@@ -79,24 +84,26 @@ local MAX_ATTEMPTS = env_num("SOAK_MAX_ATTEMPTS", 10)
 local REQUEST_TIMEOUT = env_num("SOAK_REQUEST_TIMEOUT", 8)
 local TLS = env_num("SOAK_TLS", 1) ~= 0
 local SHAPE = env_str("SOAK_SHAPE",
-  "rate_up 2500000;rate_down 4000000;latency_up 25;latency_down 25;rcvbuf 65536")
-local CUT_P = env_num("SOAK_CUT_P", 1)
-local CUT_MIN = env_num("SOAK_CUT_MIN", 2000000)
-local CUT_MAX = env_num("SOAK_CUT_MAX", 20000000)
+  "rate_up 2500000;rate_down 4000000;latency_up 25;latency_down 25;rcvbuf 65536;mss 1460")
+local CUT_P = env_num("SOAK_CUT_P", 0.5)
+local CUT_MIN = env_num("SOAK_CUT_MIN", 4000000)
+local CUT_MAX = env_num("SOAK_CUT_MAX", 40000000)
 local STALL_EVERY = env_num("SOAK_STALL_EVERY", 20)
 local STALL_MIN = env_num("SOAK_STALL_MIN", 500)
 local STALL_MAX = env_num("SOAK_STALL_MAX", 5000)
 local CUTALL_EVERY = env_num("SOAK_CUTALL_EVERY", 35)
-local SLOW_PAUSE = env_num("SOAK_SLOW_PAUSE", 20)
-local BURST = env_num("SOAK_BURST", 3000)
+local SLOW_PAUSE = env_num("SOAK_SLOW_PAUSE", 40)
+local BURST = env_num("SOAK_BURST", 3)
 local DRAIN = env_num("SOAK_DRAIN", 90)
 local WAIT_SLACK = env_num("SOAK_WAIT_SLACK", 2)
 local ALLOW_FAILED = env_num("SOAK_ALLOW_FAILED", 0) ~= 0
+local STALL_BOUND = env_num("SOAK_STALL_BOUND", STALL_MAX / 1000 + REQUEST_TIMEOUT + 2)
 local PROGRESS_EVERY = os.getenv("SOAK_VERBOSE") and 10 or 30
 assert(POLICY == "all" or POLICY == "no_side_effects", "SOAK_POLICY: all or no_side_effects")
 math.randomseed(SEED)
 
 local problems = L.problems(5)
+local t0_run
 local waits = L.waits(now, problems, WAIT_SLACK)
 
 -- ---- records ----------------------------------------------------------------------------------
@@ -219,6 +226,32 @@ local function main()
   end
 
   local failures_by_code = {}
+  local failure_example = {} -- code -> the first message seen
+  local function failure(what, err, n)
+    local c = what .. L.code(err)
+    L.count_into(failures_by_code, c, n)
+    if not failure_example[c] then failure_example[c] = tostring(err) end
+  end
+
+  -- Progress of the client as a whole: a resolved ticket or a record for a fast reader. A gap
+  -- longer than STALL_BOUND while tickets were pending is a stall of the whole client.
+  local last_progress_t = now()
+  local longest_stall = 0
+  local function pending_work()
+    for _, wr in ipairs(writers) do
+      if wr.qh <= wr.qt then return true end
+    end
+    return false
+  end
+  local function progressed(t, resolved)
+    local d = t - last_progress_t
+    if d > longest_stall then longest_stall = d end
+    if d > STALL_BOUND and (resolved or pending_work()) then
+      problems.add("client_stalled", "nothing resolved or read for %.1f s (bound %.1f s), from %.0f s into the run",
+        d, STALL_BOUND, last_progress_t - (t0_run or t))
+    end
+    last_progress_t = t
+  end
 
   local function add_stats(wr)
     if not wr.handle then return end
@@ -240,7 +273,7 @@ local function main()
     end
     if not h then
       wr.open_failures = wr.open_failures + 1
-      L.count_into(failures_by_code, "open:" .. L.code(err))
+      failure("open:", err)
       wr.reopen_at = now() + 1
       return false
     end
@@ -264,7 +297,7 @@ local function main()
     local c = #wr.fail_key + 1
     wr.fail_key[c], wr.fail_n[c], wr.fail_code[c] = key(e, i), n, err
     wr.failed = wr.failed + n
-    L.count_into(failures_by_code, L.code(err), n)
+    failure("", err, n)
   end
 
   -- Takes resolved tickets off the FIFO. wait_bound: nil = only those already resolved;
@@ -298,8 +331,10 @@ local function main()
           seq = ack and ack.start.seq_num
         end
       end
-      local lat = now() - it.ts
+      local tn = now()
+      local lat = tn - it.ts
       if lat > wr.max_latency then wr.max_latency = lat end
+      progressed(tn, true)
       if seq then
         record_ack(wr, it.e, it.i, it.n, seq)
       elseif err == "unresolved" then
@@ -374,7 +409,7 @@ local function main()
       end
       if ticket == false then break end -- full: try again next turn
       if not ticket then
-        L.count_into(failures_by_code, "submit:" .. L.code(err))
+        failure("submit:", err)
         wr.broken = err
         break
       end
@@ -444,6 +479,7 @@ local function main()
     r.fp[seq + 1] = h
     r.next_seq = seq + 1
     r.delivered = r.delivered + 1
+    if not r.slow then progressed(now()) end
   end
 
   -- Takes up to `max` records; `timeout` for the first next() (0: never waits). Returns the
@@ -470,7 +506,7 @@ local function main()
       else
         if err then
           L.count_into(r.failures, L.code(err))
-          L.count_into(failures_by_code, "read:" .. L.code(err))
+          failure("read:", err)
         else
           problems.add("reader_ended", "%s: ended by itself at seq %d", r.name, r.next_seq)
         end
@@ -488,8 +524,8 @@ local function main()
       if not r.handle then reader_poll(r, 0, 0) end -- open it so it has a backlog
       return 0
     end
-    local got, t_end = 0, t + 1.0
-    while got < BURST and now() < t_end do
+    local got, t_end = 0, t + BURST
+    while now() < t_end do
       local n = reader_poll(r, 500, 0)
       if n == 0 then break end
       got = got + n
@@ -501,6 +537,7 @@ local function main()
   -- ---- faults -----------------------------------------------------------------------------------
   local faults = { stalls = 0, stall_ms = 0, cut_alls = 0, cut_all_conns = 0 }
   local t0 = now()
+  t0_run = t0
   local function jitter(mean) return mean * (0.5 + math.random()) end
   local next_stall = t0 + jitter(STALL_EVERY)
   local next_cutall = t0 + jitter(CUTALL_EVERY)
@@ -557,6 +594,7 @@ local function main()
     end
   end
   local write_seconds = now() - t0
+  if pending_work() then progressed(now()) end
 
   -- ---- drain ------------------------------------------------------------------------------------
   proxy:command("stall 0")
@@ -567,7 +605,7 @@ local function main()
     if wr.handle then
       local bound = math.min(left(), 60)
       local ok, err = waits.call("writer close", bound, wr.handle.close, wr.handle, bound)
-      if not ok then L.count_into(failures_by_code, "close:" .. L.code(err)) end
+      if not ok then failure("close:", err) end
       add_stats(wr)
     end
     harvest(wr, 5)
@@ -719,10 +757,6 @@ local function main()
         r.fp = nil
       end
     end
-    if wr.unresolved and wr.unresolved > 0 then
-      -- already counted per ticket in harvest
-      wr.unresolved = wr.unresolved
-    end
     if not ALLOW_FAILED and POLICY == "all" and wr.failed > 0 then
       problems.add("ticket_failed", "%s: %d records' tickets failed under `all` with %d attempts",
         wr.name, wr.failed, MAX_ATTEMPTS)
@@ -735,21 +769,23 @@ local function main()
       :format(wr.name, per[w].records, per[w].dup, wr.submitted, wr.acked, wr.failed, wr.epochs,
         wr.opens, wr.open_failures, wr.reconnects, wr.resent, wr.max_latency, wr.bytes / 1e6))
   end
-  local rfail = {}
   for _, r in ipairs(readers) do
     print(("  reader %-10s delivered=%d opens=%d reconnects=%d failures: %s")
       :format(r.name, r.delivered, r.opens, r.reconnects, L.format_counts(r.failures)))
-    for k, v in pairs(r.failures) do L.count_into(rfail, k, v) end
   end
   local wb = {}
   for what, b in pairs(waits.by) do wb[#wb + 1] = ("%s %d (max %.1fs)"):format(what, b.calls, b.max) end
   table.sort(wb)
   print("  bounded waits: " .. table.concat(wb, ", "))
   print(("  failures by code: %s"):format(L.format_counts(failures_by_code)))
+  local fk = {}
+  for c in pairs(failure_example) do fk[#fk + 1] = c end
+  table.sort(fk)
+  for _, c in ipairs(fk) do print(("    first %s: %s"):format(c, failure_example[c])) end
   local bad = problems.total() > 0
   problems.report("  ")
-  print(("soak: %.0fs policy=%s %s records=%d (%.1f MB) acked=%d stored=%d duplicates=%d unacked_landed=%d failed_landed=%d late_epoch_records=%d faults: cuts=%d (cut_all %d) stalls=%d (%.1f s) conns=%d proxy_up=%.0f MB proxy_down=%.0f MB client_connections=%d violations=%d result=%s")
-    :format(write_seconds, POLICY, TLS and "tls" or "h2c", R.records, R.bytes / 1e6, R.acked,
+  print(("soak: %.0fs policy=%s %s records=%d (%.1f MB) longest_stall=%.1fs acked=%d stored=%d duplicates=%d unacked_landed=%d failed_landed=%d late_epoch_records=%d faults: cuts=%d (cut_all %d) stalls=%d (%.1f s) conns=%d proxy_up=%.0f MB proxy_down=%.0f MB client_connections=%d violations=%d result=%s")
+    :format(write_seconds, POLICY, TLS and "tls" or "h2c", R.records, R.bytes / 1e6, longest_stall, R.acked,
       R.stored, R.duplicates, R.unacked_landed, R.failed_landed, R.late, pstats.cuts or 0,
       faults.cut_alls, faults.stalls, faults.stall_ms / 1000, pstats.conns or 0,
       (pstats.bytes_up or 0) / 1e6, (pstats.bytes_down or 0) / 1e6,
