@@ -501,7 +501,7 @@ local function driver()
   local owner = {}
   local C = { ops = 0, by = {}, records = final_tail, tags = 0, dup_allowed = 0,
               indefinite_landed = 0, indefinite_absent = 0, definite = 0, unary_max = 0,
-              bad_by_kind = {} }
+              bad_by_kind = {}, bad_by_worker = {} }
   local function outcome(op)
     if op.unresolved then return "unresolved" end
     if op.ok then return "ok" end
@@ -565,6 +565,7 @@ local function driver()
       for _, tag in ipairs(op.tags) do
         if where[tag] then
           L.count_into(C.bad_by_kind, "definite_landed:" .. op.kind)
+          L.count_into(C.bad_by_worker, "w" .. op.w)
           problems.add("definite_landed", "%s failed with %s (%s; expected_seq_num=%s) but %s is at seq %s",
             desc(op), op.code, op.msg or "", tostring(op.exp_seq), tag, table.concat(where[tag], "/"))
           break
@@ -618,6 +619,7 @@ local function driver()
       elseif not dup_seen[op] then
         dup_seen[op] = true
         L.count_into(C.bad_by_kind, "duplicate:" .. op.kind)
+        L.count_into(C.bad_by_worker, "w" .. op.w)
         problems.add("duplicate", "%s, %s%s, policy no_side_effects: %s stored at %s",
           desc(op), op.outcome == "ok" and "acked" or op.outcome, op.code and (" " .. op.code
           .. " after " .. tostring(op.attempts) .. " attempts") or "", tag, table.concat(seqs, "/"))
@@ -700,7 +702,8 @@ local function driver()
   local line = {}
   for _, k in ipairs(keys) do line[#line + 1] = ("%s=%d"):format(k, C.by[k]) end
   print("  operations: " .. table.concat(line, " "))
-  print("  duplicates / landed definite failures by operation kind: " .. L.format_counts(C.bad_by_kind))
+  print("  duplicates / landed definite failures by operation kind: " .. L.format_counts(C.bad_by_kind)
+    .. "; by worker: " .. L.format_counts(C.bad_by_worker))
   problems.report("  ")
   print(("history: %.0fs ops=%d records=%d tags=%d definite_failures=%d indefinite_landed=%d indefinite_absent=%d duplicates_allowed(all)=%d faults: cuts=%d conns=%d stalls=%d answer_cuts=%d (armed %d) max_unary=%.1fs violations=%d result=%s")
     :format(now() - t0, C.ops, final_tail, C.tags, C.definite, C.indefinite_landed,
