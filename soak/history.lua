@@ -381,7 +381,13 @@ local function driver()
   local iack = assert(dstream:append({ s2.fence(INIT_TOKEN) }))
   init.cmp, init.ok, init.start, init.stop = now(), true, iack.start.seq_num, iack["end"].seq_num
 
-  tmpdir = KEEP or (os.tmpname() .. ".hist")
+  if KEEP then
+    tmpdir = KEEP
+  else
+    local base = os.tmpname() -- makes an empty file: use its unique name, remove the file
+    os.remove(base)
+    tmpdir = base .. ".hist"
+  end
   os.execute("mkdir -p " .. q(tmpdir))
   local specs = {}
   for entry in WORKERS:gmatch("[^,]+") do
