@@ -46,7 +46,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak valgrind tsan bench-reader
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader
 
 all: $(CORE_SO)
 
@@ -147,10 +147,19 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@fuzz/run.sh $(FUZZ_SECONDS)
 
-# Chaos soak: hash-chained records through random cuts to s2-lite, verified (soak/soak.lua).
+# Mixed-workload soak: producers, append sessions, fast and slow read sessions on one client,
+# TLS through the shaped, cutting, stalling fault proxy; hash chains (soak/mixed.lua,
+# SOAK_SECONDS, default 120). SOAK=chaos runs the older multi-client soak (soak/soak.lua).
+SOAK ?= mixed
 soak: deps
 	@$(MAKE) --no-print-directory all $(FAULT_PROXY)
-	@soak/run.sh
+	@soak/run.sh $(SOAK)
+
+# History check: concurrent clients (some through the cutting proxy) checked against a model of
+# the stream (soak/history.lua, HIST_SECONDS, default 60).
+history: deps
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY)
+	@soak/run.sh history
 
 # The suite under valgrind memcheck (Lua 5.4 build; definite leaks are errors).
 valgrind: deps
