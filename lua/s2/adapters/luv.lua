@@ -82,6 +82,9 @@ return function(uv)
     if entry.tail then entry.tail.next = waiter else entry.head = waiter end
     entry.tail = waiter
     if timeout then
+      -- The loop's clock is cached: it stands still while the host runs outside the loop (or
+      -- blocks in a callback), and a timer started from it would fire that much too early.
+      uv.update_time()
       waiter.timer = uv.new_timer()
       waiter.timer:start(math.floor(timeout * 1000), 0, function()
         local ok, err = wake(waiter, "timeout")
