@@ -1099,6 +1099,9 @@ static int l_ticket_result(lua_State *L) {
 /* cqueues' pollable protocol: pollfd(), events(), timeout(). The ticket's fd is made on the
  * first pollfd() and becomes readable once the ticket resolves. */
 static s2_ticket *owned_ticket(lua_State *L, s2_ticket *t) {
+    /* NULL once released: by __gc, or by __close (`local t <close>`), after which Lua code
+     * can still hold the ticket. */
+    if (!t) luaL_error(L, "ticket is closed");
     if (!s2_ticket_owned(t))
         luaL_error(L, "this ticket was created in another process (before a fork)");
     return t;
@@ -1447,6 +1450,18 @@ static const luaL_Reg ticket_methods[] = {
     {NULL, NULL},
 };
 
+/* __close(obj, err) of a class with close(): Lua 5.4 passes the error that is unwinding the
+ * scope (nil on a normal exit) as the second argument. It is not a timeout: drop it and
+ * close() the default way; close()'s results are ignored, so that error propagates as is.
+ * Upvalue 1: the class's close method. */
+static int close_scope(lua_State *L) {
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
 /* One way to build every class: methods in __index (error mt as upvalue 1), __gc, and
  * __close doing what close() does for sessions, release for others. */
 static void register_class(lua_State *L, const char *name, const luaL_Reg *methods, int emt,
@@ -1461,7 +1476,9 @@ static void register_class(lua_State *L, const char *name, const luaL_Reg *metho
     lua_getfield(L, -1, "close");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        lua_pushcfunction(L, gc);
+        lua_pushcfunction(L, gc); /* takes only its object */
+    } else {
+        lua_pushcclosure(L, close_scope, 1);
     }
     lua_setfield(L, -3, "__close");
     lua_setfield(L, -2, "__index");

@@ -89,8 +89,11 @@ end
 -- the scheduler's way. In a plain script, `blocking()` does the waiting in C instead.
 function M.submit(client_core, try, blocking)
   while true do
-    local fd = client_core:progress_fd() -- drained: readable again at the next progress
+    -- `seen` before the drain: a bump between the two then makes the waiter ready at once,
+    -- so whenever the fd is readable every waiter on it is ready (schedulers rely on it:
+    -- they never spin on a readable fd, and the first thread woken can wake the others).
     local seen = client_core:progress()
+    local fd = client_core:progress_fd() -- drained: readable again at the next progress
     local r, err = try()
     if r ~= false then return r, err end
     local waiter = {

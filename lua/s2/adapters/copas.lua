@@ -5,8 +5,21 @@
 -- can only wait on sockets): the ticket's fd is handed to copas as a readable "socket"; the
 -- timeout is then not enforced (the ack arrives or fails within the client's own deadlines).
 -- Outside a copas thread it lets the caller block ("block").
+--
+-- copas 1.x and a shared fd: the record tickets of one batch share an eventfd, and threads
+-- held up by backpressure share the client's progress fd, which each retry drains. LuaSocket's
+-- select reports one "socket" per fd, so of two threads on one fd only one would wake, and
+-- the other could sleep on a drained fd for good. So one thread per fd waits in copas (the
+-- first); the others park, and it resumes them all when the fd turns readable.
 return function(copas)
   copas = copas or require "copas"
+  local waiting = {} -- fd -> the threads parked behind the one waiting in copas (copas 1.x)
+  -- What a parked thread yields: copas 1.x queues a yielded (socket, set) pair with
+  -- set:insert(socket) and set:push(socket, thread); these do nothing, so the thread stays
+  -- suspended until its fd's first waiter resumes it.
+  local parking = { insert = function() end, push = function() end }
+  local PARKED = {}
+
   return function(w, timeout)
     local co, main = coroutine.running() -- LuaJIT: nil in the main thread, no `main`
     if not co or main or (coroutine.isyieldable and not coroutine.isyieldable()) then
@@ -36,7 +49,21 @@ return function(copas)
         return nil, "timeout"
       end,
     }
-    copas.receive(pseudo, 1)
+    repeat
+      local parked = waiting[fd]
+      if parked then
+        parked[#parked + 1] = co
+        coroutine.yield(PARKED, parking)
+      else
+        parked = {}
+        waiting[fd] = parked
+        copas.receive(pseudo, 1) -- returns once w:ready()
+        waiting[fd] = nil -- from here a new waiter on fd waits in copas itself
+        for i = 1, #parked do
+          copas.addthread(parked[i]) -- resumes it now, under copas (it may yield to copas again)
+        end
+      end
+    until w:ready()
     return true
   end
 end
