@@ -113,6 +113,20 @@ static void reader_fail(s2_append_session *s, const s2_error *err) {
 
 void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err) {
     const s2_config *cfg = s2_runtime_config(s->rt);
+    double now = s2_now();
+    if (strcmp(err->code, "server_draining") == 0 &&
+        (!s->last_advised || now - s->last_advised >= 60)) {
+        /* A planned handover: resume at once on a fresh connection, no attempt used (once
+         * per 60 s; more often it counts like any failure). */
+        s->last_advised = now;
+        s2_runtime_retire_conn(s->rt, s);
+        drop_stream(s);
+        s->retry_at = now;
+        s2_runtime_lock(s->rt);
+        s->rstatus.reconnects++;
+        s2_runtime_unlock(s->rt);
+        return;
+    }
     drop_stream(s);
     unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
     if (!err->retryable || s->attempt + 1 >= max) {
@@ -325,7 +339,10 @@ void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
             return;
         }
         if (advised) {
-            /* The server is going away: this batch is delivered, continue elsewhere. */
+            /* The server is going away: this batch is delivered, continue elsewhere: on a
+             * fresh connection, as the append path does (the advised one takes no new
+             * streams). */
+            s2_runtime_retire_conn(s->rt, s);
             drop_stream(s);
             s2_runtime_lock(s->rt);
             s->rstatus.reconnects++;
