@@ -66,7 +66,7 @@ static void b64_put(s2_buf *out, const uint8_t *p, size_t n) {
 
 /* The batch as S2 writes it in an SSE batch event (s2-format: base64). */
 static void to_json(const s2_read_batch *b, s2_buf *out) {
-    char num[64];
+    char num[128]; /* the longest piece: the tail, two 20-digit numbers and 33 bytes */
     CHECK(s2_buf_append_str(out, "{\"records\":[") == 0);
     for (size_t i = 0; i < b->num_records; i++) {
         const s2_sequenced_record *r = &b->records[i];
