@@ -123,8 +123,9 @@ static size_t on_sse_data(char *p, size_t size, size_t nmemb, void *ud) {
         st->failed = true;
         return 0;
     }
-    /* Stopped ([DONE], an error): taking the rest would only read on; 0 ends the transfer. */
-    if (rc > 0) return used == len ? len : 0;
+    /* Stopped ([DONE], an error): 0 ends the transfer now (taking the bytes would read on,
+     * a follow would never end); the worker looks at done and failed first. */
+    if (rc > 0) return 0;
     return len;
 }
 
