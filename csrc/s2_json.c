@@ -38,8 +38,9 @@ static void put(char *out, size_t cap, size_t *n, char c) {
     (*n)++;
 }
 
-/* Reads a JSON string at s->p (which is at '"') into out (NUL-terminated, truncated to cap). */
-int s2_json_string(s2_json *s, char *out, size_t cap) {
+/* Reads a JSON string at s->p (which is at '"') into out (NUL-terminated, truncated to cap);
+ * *decoded gets its full decoded length. */
+static int json_string(s2_json *s, char *out, size_t cap, size_t *decoded) {
     size_t n = 0;
     if (s->p >= s->end || *s->p != '"') return -1;
     s->p++;
@@ -47,6 +48,7 @@ int s2_json_string(s2_json *s, char *out, size_t cap) {
         uint8_t c = *s->p++;
         if (c == '"') {
             if (out && cap) out[n < cap ? n : cap - 1] = 0;
+            *decoded = n;
             return 0;
         }
         if (c != '\\') {
@@ -96,6 +98,11 @@ int s2_json_string(s2_json *s, char *out, size_t cap) {
         }
     }
     return -1;
+}
+
+int s2_json_string(s2_json *s, char *out, size_t cap) {
+    size_t n;
+    return json_string(s, out, cap, &n);
 }
 
 /* Reads a non-negative integer that fits in u64. */
@@ -176,8 +183,12 @@ int s2_json_object(s2_json *s, s2_json_member_cb cb, void *ud) {
     }
     for (;;) {
         char key[64];
+        size_t klen;
         s2_json_ws(s);
-        if (s2_json_string(s, key, sizeof key) != 0) return -1;
+        if (json_string(s, key, sizeof key, &klen) != 0) return -1;
+        /* A key cut short or holding an escaped NUL ("headers\u0000") must not pass for the
+         * member it starts like: it matches no name. */
+        if (klen >= sizeof key || strlen(key) != klen) key[0] = 0;
         s2_json_ws(s);
         if (s->p >= s->end || *s->p++ != ':') return -1;
         s2_json_ws(s);

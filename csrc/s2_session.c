@@ -127,7 +127,10 @@ static void free_list(s2_batch *b) {
 
 /* Posts pending batches one at a time as unary appends (the client's retry policy applies
  * per batch). Runs on the session's own thread; touches only pending (under mu) and the
- * batch it took. Exits when the session is finished or the runtime stops. */
+ * batch it took. Exits when the session is finished or the runtime stops. A batch is taken
+ * only while the session is open or closing and the runtime runs (so nothing is posted once
+ * the session failed: fail_locked has failed the pending ones), and the batch it took is
+ * resolved by its own outcome whatever befell the session meanwhile. */
 static void *http1_worker(void *arg) {
     s2_append_session *s = arg;
     s2_runtime *rt = s->rt;
@@ -178,13 +181,21 @@ static void *http1_worker(void *arg) {
         }
         s2_batch *dropped = NULL;
         s2_runtime_lock(rt);
-        if (s->state == S2_SESSION_FAILED) {
-            ticket_fail(b->ticket, &s->failure); /* failed meanwhile; counters were reset */
-        } else if (rc == 0) {
+        /* The session may have failed while the POST was out (the runtime shutting down):
+         * fail_locked then failed what was pending and zeroed the in-flight counters, but
+         * not this batch, which only this thread holds. Its ticket tells what happened to
+         * it: an acked batch landed, and a ticket failed anyway would make the caller write
+         * it again. */
+        bool failed = s->state == S2_SESSION_FAILED;
+        if (rc == 0) {
             s2_ticket_resolve_locked(b->ticket, &ack);
-            s->stats.inflight_bytes -= b->metered;
-            s->stats.inflight_batches--;
+            if (!failed) {
+                s->stats.inflight_bytes -= b->metered;
+                s->stats.inflight_batches--;
+            }
             s->stats.batches_acked++;
+        } else if (failed) {
+            ticket_fail(b->ticket, &err); /* its own error: whether it may have landed */
         } else {
             /* Later batches must not land after a gap: the session fails with this batch. */
             ticket_fail(b->ticket, &err);

@@ -66,6 +66,31 @@ write("endpoint", "local_port", "localhost:8080\0basin\0/records?x=1")
 write("endpoint", "http_path", "http://127.0.0.1:1/api/v2/\0b")
 write("endpoint", "bare_host", "example.com")
 write("endpoint", "bad_scheme", "ftp://x")
+-- sse: 0 event stream (next byte: chunking seed), 1 JSON ReadBatch, 2 ping data / event id
+local rec1 = '{"seq_num":0,"timestamp":1700000000000,"headers":[["aw==","dg=="],["","Zg=="]],"body":"aGVsbG8="}'
+local rec2 = '{"seq_num":1,"timestamp":1700000000001,"body":"AP8="}'
+local batch_json = '{"records":[' .. rec1 .. ',' .. rec2 .. '],"tail":{"seq_num":2,"timestamp":1700000000001}}'
+local ping = '{"timestamp":1700000000002,"tail":{"seq_num":2,"timestamp":1700000000001}}'
+write("sse", "stream", u8(0) .. u8(7) .. "event: batch\nid: 1,2,36\ndata: " .. batch_json ..
+  "\n\n: keep-alive\n\nevent: ping\ndata: " .. ping .. "\n\ndata: [DONE]\n\n")
+write("sse", "stream_crlf", u8(0) .. u8(3) .. "event: batch\r\nid: 1,2,36\r\ndata: " .. batch_json ..
+  "\r\n\r\nevent: error\r\ndata: {\"code\":\"unavailable\",\"message\":\"x\"}\r\n\r\n")
+write("sse", "stream_cr_multiline", u8(0) .. u8(1) .. "event:ping\rdata:{\"timestamp\":1,\rdata: \"tail\":null}\r\rid\rretry: 5\r\r")
+write("sse", "batch", u8(1) .. batch_json)
+write("sse", "batch_tail_null", u8(1) .. '{"tail":null,"records":[{"timestamp":5,"seq_num":9}],"x":[{"y":[1,2]}]}')
+write("sse", "ping", u8(2) .. ping)
+write("sse", "id", u8(2) .. "18446744073709551615,1000,1048576")
+-- Regression inputs (issue 12, item 7): a record with two "headers" members made the old
+-- parser give the record headers past the end of the batch's header array; duplicates of the
+-- other members, a header that is not a pair, an id that would inject a request header.
+local two_headers = '{"records":[{"seq_num":0,"timestamp":1,"headers":[["aw==","dg=="]],' ..
+  '"headers":[["aw==","dg=="]],"body":"eA=="}]}'
+write("sse", "regress-two-headers", u8(1) .. two_headers)
+write("sse", "regress-two-headers-stream", u8(0) .. u8(5) .. "event: batch\nid: 0,1,14\ndata: " .. two_headers .. "\n\n")
+write("sse", "regress-duplicates", u8(1) .. '{"records":[{"seq_num":0,"seq_num":1,"timestamp":1,"body":"","body":"eA=="}],"records":[]}')
+write("sse", "regress-header-not-pair", u8(1) .. '{"records":[{"seq_num":0,"timestamp":1,"headers":[["aw=="],["aw==","dg==","dg=="]]}]}')
+write("sse", "regress-id-injection", u8(0) .. u8(2) .. "event: batch\nid: 0,1,9\rx-injected: 1\ndata: " ..
+  '{"records":[{"seq_num":0,"timestamp":1,"body":"eA=="}]}' .. "\n\n")
 -- Regression inputs of findings (kept in the corpus so every run replays them first):
 --   proto/regress-malformed-header-*   a record whose header submessage is malformed (a heap overflow,
 --                                      fixed in e3a74d7),

@@ -27,6 +27,7 @@ command -v "$CLANG" >/dev/null || { echo "fuzz/run.sh: $CLANG not found (apt-get
 
 CODEC="csrc/s2_buf.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c csrc/s2_endpoint.c"
 [ -f csrc/s2_json.c ] && CODEC="$CODEC csrc/s2_json.c" # the error bodies' JSON scanner
+[ -f csrc/s2_sse_parse.c ] && CODEC="$CODEC csrc/s2_sse_parse.c" # SSE framing, JSON ReadBatch
 PCS="libzstd zlib"
 # s2_internal.h (included by some codec files) names nghttp2 and OpenSSL types: headers only.
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Icsrc $(pkg-config --cflags $PCS libnghttp2 openssl)"

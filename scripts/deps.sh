@@ -13,7 +13,7 @@ packages=(
   luajit2 libluajit2-5.1-dev nginx-light libnginx-mod-http-lua
   lua-cqueues lua-luv lua-copas
   liblua5.3-dev liblua5.1-0-dev luarocks
-  clang valgrind
+  clang libclang-rt-dev valgrind
 )
 missing=()
 for p in "${packages[@]}"; do

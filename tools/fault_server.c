@@ -16,6 +16,15 @@
  *                                      application/x-protobuf): a unary append,
  *                                      AppendInput in, AppendAck out
  *   GET  /v1/streams/{stream}/records/tail   {"tail":{"seq_num":N,"timestamp":T}}
+ *   GET  /v1/streams/{stream}/records  accept text/event-stream (HTTP/1.1 only): a read
+ *                                      session over server-sent events, like S2's: `batch`
+ *                                      events (bodies base64, id "seq_num,count,bytes", count
+ *                                      and bytes cumulative), a `ping` with the tail whenever
+ *                                      it catches up, `data: [DONE]` once `count` records
+ *                                      went out. Query: seq_num (default: the tail) and count;
+ *                                      Last-Event-ID resumes after its seq_num and carries
+ *                                      its count and bytes on. It follows: records appended
+ *                                      later (by any client) are sent as they land. Chunked.
  *   GET  /health, /ping                 200 OK
  * Anything else gets 501 not_implemented. The s2-basin header and the token are ignored.
  *
@@ -40,7 +49,7 @@
  * (\n or \r\n, <= 4 KiB), tokens separated by blanks; a token starting with `{` runs to its
  * matching `}` (a JSON object, blanks allowed). One answer line per command, `ok ...` or
  * `err <reason>`, except `dump` (below). Any number of commands per connection.
- *   status CODE [JSON] [retry_after_ms=N] [times=N] [on=any|append|unary|session|tail]
+ *   status CODE [JSON] [retry_after_ms=N] [times=N] [on=any|append|unary|session|tail|read]
  *                        answer the next matching request (default on=any: every request
  *                        but /health; append = unary or session) with HTTP status CODE and
  *                        the JSON body (default: the usual S2 body for that status), plus a
@@ -83,6 +92,14 @@
  *   end_after N [at_next_batch]
  *                        next session: after N acks, end the response cleanly (END_STREAM,
  *                        no terminal frame), then reset the stream with NO_ERROR.
+ *   sse_end_after N [close]
+ *                        next SSE read: after N records, end the response cleanly without
+ *                        [DONE]: the last chunk (the connection stays open for the next
+ *                        request), or with `close` a response without framing (connection:
+ *                        close) that ends with the connection (FIN), as proxies do.
+ *   sse_event JSON [event=NAME] [id=ID]
+ *                        next SSE read: send this event first (event NAME, default batch;
+ *                        data JSON verbatim; id only when given), then serve as usual.
  *                        With at_next_batch, goaway/rst/drop/end fire when batch N+1 arrives
  *                        (not applied) instead of right after ack N: the client has then
  *                        surely written a batch that is not acked (no race with its writes).
@@ -95,9 +112,11 @@
  *                        empty), then `ok dump STREAM N`
  *   stats                `ok connections=N requests=N sessions=N unary=N tail=N health=N
  *                        other=N frames=N acks=N records=N terminal=N faults_taken=N
- *                        queued=N gap_ms=N`; requests counts every request (faulted ones
- *                        too); frames = S2S frames received; gap_ms = time between the
- *                        starts of the last two record requests (unary appends, sessions)
+ *                        queued=N gap_ms=N reads=N last_event_id=ID`; requests counts every
+ *                        request (faulted ones too); frames = S2S frames received; gap_ms =
+ *                        time between the starts of the last two record requests (unary
+ *                        appends, sessions); reads = SSE reads; last_event_id = the
+ *                        Last-Event-ID of the last SSE read (- when it had none)
  *   reset                clear the fault queue (sessions running keep theirs); data and
  *                        stats are kept
  *   wipe                 reset, and forget every stream and zero the stats
@@ -170,10 +189,11 @@ struct handle {
 /* ---------------------------------------------------------------- faults */
 
 enum fkind { F_STATUS, F_TERMINAL, F_STALL, F_GOAWAY, F_RST, F_RECONNECT, F_MALFORMED, F_DROP,
-             F_END };
+             F_END, F_SSE_END, F_SSE_EVENT };
 static const char *const FKIND_NAMES[] = {"status", "terminal_after", "stall_acks", "goaway_after",
                                           "rst_after", "reconnect_flag_after", "malformed",
-                                          "drop_after", "end_after"};
+                                          "drop_after", "end_after", "sse_end_after",
+                                          "sse_event"};
 
 enum mkind { MK_ZERO_LENGTH, MK_OVER_2MIB, MK_BAD_COMPRESSION, MK_TRUNCATED_PROTO,
              MK_GARBAGE_PROTO, MK_WRONG_COUNT, MK_DECREASING };
@@ -181,8 +201,8 @@ static const char *const MKIND_NAMES[] = {"zero_length", "over_2mib", "bad_compr
                                           "truncated_proto", "garbage_proto", "wrong_count",
                                           "decreasing"};
 
-enum target { ON_ANY, ON_APPEND, ON_UNARY, ON_SESSION, ON_TAIL };
-static const char *const TARGET_NAMES[] = {"any", "append", "unary", "session", "tail"};
+enum target { ON_ANY, ON_APPEND, ON_UNARY, ON_SESSION, ON_TAIL, ON_READ };
+static const char *const TARGET_NAMES[] = {"any", "append", "unary", "session", "tail", "read"};
 
 struct fault {
     struct fault *next;
@@ -201,12 +221,14 @@ struct fault {
     int graceful;      /* goaway */
     int at_next;       /* goaway, rst, drop: fire when batch N+1 arrives, not after ack N */
     enum mkind mk;
+    int close;         /* sse_end_after: close-delimited, not chunked */
+    char *event, *eid; /* sse_event: its name and id (NULL: none) */
 };
 
 /* ---------------------------------------------------------------- streams (the data) */
 
 struct rec {
-    uint64_t seq;
+    uint64_t seq, ts;
     size_t len;
     uint8_t *body;
 };
@@ -222,7 +244,7 @@ struct sstream {
 
 /* ---------------------------------------------------------------- requests, connections */
 
-enum rkind { R_SESSION, R_UNARY, R_TAIL, R_HEALTH, R_OTHER };
+enum rkind { R_SESSION, R_UNARY, R_TAIL, R_HEALTH, R_OTHER, R_READ };
 enum evkind { EV_DATA, EV_END, EV_RST, EV_GOAWAY, EV_DROP };
 
 struct ev {
@@ -263,6 +285,16 @@ struct req {
     uint64_t last_end; /* as sent */
     int64_t last_due;
     struct ev *evh, *evt;
+    /* SSE read (HTTP/1.1) */
+    char accept[64];
+    char last_event_id[100];
+    int has_last_event_id;
+    uint64_t sse_next;             /* seq_num of the next record to send */
+    uint64_t sse_count, sse_bytes; /* delivered, carried on from Last-Event-ID */
+    int has_limit;
+    uint64_t sse_limit;  /* the query's count */
+    uint64_t sse_sent;   /* records sent on this response (sse_end_after) */
+    int sse_caught_up;   /* a ping went out since the last batch */
 };
 
 enum cmode { CM_SNIFF, CM_H1, CM_H2 };
@@ -279,6 +311,7 @@ struct conn {
     int blocked;
     struct req *reqs;
     struct req *h1;   /* HTTP/1.1 request whose body is coming */
+    struct req *sse;  /* HTTP/1.1 SSE read being streamed: input waits until it ends */
     size_t h1_need;   /* its Content-Length */
     int h1_close;     /* Connection: close, or a fatal parse error */
     int closing;      /* flush, FIN, wait for the client's FIN */
@@ -311,7 +344,8 @@ static struct {
     struct sstream *streams;
 
     uint64_t n_conns, n_requests, n_sessions, n_unary, n_tail, n_health, n_other, n_frames,
-        n_acks, n_records, n_terminal, n_taken;
+        n_acks, n_records, n_terminal, n_taken, n_reads;
+    char last_event_id[100]; /* of the last SSE read, "-" for none */
     int64_t last_records_ms, gap_ms;
 
     struct conn *conns, *dead_conns;
@@ -561,6 +595,7 @@ static int apply_batch(struct sstream *st, const s2_append_input *in, s2_append_
         if (i == 0) ack->start = (s2_position){st->next_seq, ts};
         struct rec *rec = &st->recs[st->n++];
         rec->seq = st->next_seq++;
+        rec->ts = ts;
         rec->len = r->body_len;
         rec->body = xmalloc(r->body_len);
         if (r->body_len) memcpy(rec->body, r->body, r->body_len);
@@ -580,6 +615,8 @@ static int apply_batch(struct sstream *st, const s2_append_input *in, s2_append_
 static void fault_free(struct fault *f) {
     if (!f) return;
     free(f->json);
+    free(f->event);
+    free(f->eid);
     free(f);
 }
 
@@ -605,6 +642,7 @@ static int target_matches(enum target on, enum rkind k) {
     case ON_UNARY: return k == R_UNARY;
     case ON_SESSION: return k == R_SESSION;
     case ON_TAIL: return k == R_TAIL;
+    case ON_READ: return k == R_READ;
     }
     return 0;
 }
@@ -614,6 +652,8 @@ static struct fault *fault_copy(const struct fault *f) {
     *c = *f;
     c->next = NULL;
     c->json = f->json ? xstrndup(f->json, strlen(f->json)) : NULL;
+    c->event = f->event ? xstrndup(f->event, strlen(f->event)) : NULL;
+    c->eid = f->eid ? xstrndup(f->eid, strlen(f->eid)) : NULL;
     return c;
 }
 
@@ -622,7 +662,8 @@ static struct fault *fault_copy(const struct fault *f) {
 static struct fault *fault_take(enum rkind k) {
     struct fault *prev = NULL;
     for (struct fault *f = g.faults; f; prev = f, f = f->next) {
-        int match = f->kind == F_STATUS ? target_matches(f->on, k) : k == R_SESSION;
+        int sse = f->kind == F_SSE_END || f->kind == F_SSE_EVENT;
+        int match = f->kind == F_STATUS ? target_matches(f->on, k) : sse ? k == R_READ : k == R_SESSION;
         if (!match) continue;
         g.n_taken++;
         struct fault *c = fault_copy(f);
@@ -657,6 +698,11 @@ static void fault_describe(const struct fault *f, s2_buf *b) {
     case F_DROP:
     case F_END: buf_printf(b, " %" PRIu64, f->n); break;
     case F_MALFORMED: buf_printf(b, " %s after=%" PRIu64, MKIND_NAMES[f->mk], f->after); break;
+    case F_SSE_END: buf_printf(b, " %" PRIu64 "%s", f->n, f->close ? " close" : ""); break;
+    case F_SSE_EVENT:
+        buf_printf(b, " %s event=%s", f->json, f->event ? f->event : "batch");
+        if (f->eid) buf_printf(b, " id=%s", f->eid);
+        break;
     }
     if (f->at_next) buf_printf(b, " at_next_batch");
 }
@@ -767,6 +813,7 @@ static void conn_finish(struct conn *c, int abortive, const char *why) {
     }
     while (c->reqs) req_free(c->reqs);
     c->h1 = NULL;
+    c->sse = NULL;
     s2_buf_free(&c->in);
     s2_buf_free(&c->out);
     c->out_off = 0;
@@ -835,7 +882,7 @@ static void conn_settle(struct conn *c, int64_t now) {
     if (!c->closing && c->mode == CM_H2 && c->h2 && drained &&
         !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
         conn_start_close(c);
-    if (c->mode == CM_H1 && c->h1_close && drained && !c->h1) conn_start_close(c);
+    if (c->mode == CM_H1 && c->h1_close && drained && !c->h1 && !c->sse) conn_start_close(c);
     if (c->closing && drained && !c->shut) {
         (void)shutdown(c->h.fd, SHUT_WR);
         c->shut = 1;
@@ -1203,6 +1250,8 @@ static void classify(struct req *r) {
     if (!r->sname) return;
     const char *ct = r->ctype;
     if (tail && !strcmp(r->method, "GET")) r->kind = R_TAIL;
+    else if (records && !strcmp(r->method, "GET") && strstr(r->accept, "text/event-stream"))
+        r->kind = R_READ;
     else if (records && !strcmp(r->method, "POST") && !strncasecmp(ct, "s2s/proto", 9))
         r->kind = R_SESSION;
     else if (records && !strcmp(r->method, "POST")) r->kind = R_UNARY;
@@ -1219,6 +1268,7 @@ static void req_start(struct req *r, int64_t now) {
     case R_TAIL: g.n_tail++; break;
     case R_HEALTH: g.n_health++; break;
     case R_OTHER: g.n_other++; break;
+    case R_READ: g.n_reads++; break;
     }
     if (r->kind == R_SESSION || r->kind == R_UNARY) {
         if (g.last_records_ms) g.gap_ms = now - g.last_records_ms;
@@ -1279,6 +1329,175 @@ static void serve_unary(struct req *r) {
     s2_buf_free(&e);
 }
 
+/* ---------------------------------------------------------------- SSE reads (HTTP/1.1) */
+
+#define SSE_BATCH_MAX 64           /* records per batch event */
+#define SSE_OUT_MAX (1024 * 1024) /* unsent output above which a reader gets no more events */
+
+static void h1_process(struct conn *c, int64_t now);
+
+static void b64_put(s2_buf *b, const uint8_t *p, size_t n) {
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        char q[4] = {a[v >> 18 & 63], a[v >> 12 & 63], i + 1 < n ? a[v >> 6 & 63] : '=',
+                     i + 2 < n ? a[v & 63] : '='};
+        buf_put(b, q, 4);
+    }
+}
+
+static int sse_chunked(const struct req *r) {
+    return !(r->fault && r->fault->kind == F_SSE_END && r->fault->close);
+}
+
+/* One piece of the event stream, framed as the response is. */
+static void sse_write(struct req *r, const void *p, size_t n) {
+    struct conn *c = r->c;
+    if (sse_chunked(r)) buf_printf(&c->out, "%zx\r\n", n);
+    buf_put(&c->out, p, n);
+    if (sse_chunked(r)) buf_put(&c->out, "\r\n", 2);
+}
+
+/* Ends the response cleanly: the last chunk (then the next request on the connection is
+ * served), or the close of a close-delimited body. */
+static void sse_finish(struct req *r, int64_t now) {
+    struct conn *c = r->c;
+    int chunked = sse_chunked(r);
+    vlog("conn %" PRIu64 ": SSE read ends (%s)", c->id, chunked ? "last chunk" : "close");
+    if (chunked) buf_put(&c->out, "0\r\n\r\n", 5);
+    c->sse = NULL;
+    req_free(r);
+    if (chunked) h1_process(c, now);
+    else conn_start_close(c);
+}
+
+/* Sends what the reader has not had yet, then a ping once caught up; ends the response at
+ * the read's count ([DONE]) or at an sse_end_after fault (no [DONE]; after the ping when
+ * the reader is caught up then, so `sse_end_after 0` is a heartbeat and an end). */
+static void sse_pump(struct req *r, int64_t now) {
+    struct conn *c = r->c;
+    const struct fault *end = r->fault && r->fault->kind == F_SSE_END ? r->fault : NULL;
+    struct sstream *st = stream_find(r->sname, 0);
+    uint64_t avail = st ? st->next_seq : 0;
+    s2_buf ev;
+    s2_buf_init(&ev);
+    for (;;) {
+        if (r->has_limit && r->sse_count >= r->sse_limit) {
+            sse_write(r, "data: [DONE]\n\n", 14);
+            s2_buf_free(&ev);
+            sse_finish(r, now);
+            return;
+        }
+        if ((end && r->sse_sent >= end->n) || r->sse_next >= avail ||
+            c->out.len - c->out_off >= SSE_OUT_MAX)
+            break;
+        uint64_t n = avail - r->sse_next;
+        if (n > SSE_BATCH_MAX) n = SSE_BATCH_MAX;
+        if (r->has_limit && n > r->sse_limit - r->sse_count) n = r->sse_limit - r->sse_count;
+        if (end && n > end->n - r->sse_sent) n = end->n - r->sse_sent;
+        ev.len = 0;
+        buf_printf(&ev, "{\"records\":[");
+        for (uint64_t i = 0; i < n; i++) {
+            const struct rec *rec = &st->recs[r->sse_next + i]; /* seq_num == index */
+            buf_printf(&ev, "%s{\"seq_num\":%" PRIu64 ",\"timestamp\":%" PRIu64 ",\"body\":\"",
+                       i ? "," : "", rec->seq, rec->ts);
+            b64_put(&ev, rec->body, rec->len);
+            buf_printf(&ev, "\"}");
+            r->sse_bytes += S2_RECORD_OVERHEAD + rec->len;
+        }
+        r->sse_count += n;
+        r->sse_sent += n;
+        r->sse_next += n;
+        buf_printf(&ev, "],\"tail\":{\"seq_num\":%" PRIu64 ",\"timestamp\":%" PRIu64 "}}", avail,
+                   st->last_ts);
+        s2_buf head;
+        s2_buf_init(&head);
+        buf_printf(&head, "event: batch\nid: %" PRIu64 ",%" PRIu64 ",%" PRIu64 "\ndata: ",
+                   r->sse_next - 1, r->sse_count, r->sse_bytes);
+        buf_put(&head, ev.data, ev.len);
+        buf_put(&head, "\n\n", 2);
+        sse_write(r, head.data, head.len);
+        s2_buf_free(&head);
+        r->sse_caught_up = 0;
+    }
+    if (r->sse_next >= avail && !r->sse_caught_up) {
+        ev.len = 0;
+        buf_printf(&ev,
+                   "event: ping\ndata: {\"timestamp\":%" PRIu64 ",\"tail\":{\"seq_num\":%" PRIu64
+                   ",\"timestamp\":%" PRIu64 "}}\n\n",
+                   wall_ms(), avail, st ? st->last_ts : 0);
+        sse_write(r, ev.data, ev.len);
+        r->sse_caught_up = 1;
+    }
+    s2_buf_free(&ev);
+    if (end && r->sse_sent >= end->n) sse_finish(r, now); /* after the ping, if caught up */
+}
+
+static const char *query_value(const char *path, const char *name) {
+    const char *q = path ? strchr(path, '?') : NULL;
+    size_t nl = strlen(name);
+    while (q) {
+        q++;
+        if (!strncmp(q, name, nl) && q[nl] == '=') return q + nl + 1;
+        q = strchr(q, '&');
+    }
+    return NULL;
+}
+
+/* Parses "a,b,c" (decimal u64s). */
+static int parse_event_id(const char *s, uint64_t *a, uint64_t *b, uint64_t *c) {
+    char tail;
+    unsigned long long x, y, z;
+    if (!s || !*s || strchr(s, '-') || strchr(s, '+') || strchr(s, ' ') ||
+        sscanf(s, "%llu,%llu,%llu%c", &x, &y, &z, &tail) != 3)
+        return -1;
+    *a = x, *b = y, *c = z;
+    return 0;
+}
+
+static void sse_start(struct req *r) {
+    struct conn *c = r->c;
+    snprintf(g.last_event_id, sizeof g.last_event_id, "%s",
+             r->has_last_event_id ? r->last_event_id : "-");
+    if (c->mode != CM_H1) {
+        respond_error(r, 501, "not_implemented", "fault_server serves SSE reads over HTTP/1.1 only");
+        return;
+    }
+    const char *v = query_value(r->path, "seq_num");
+    uint64_t seq = 0;
+    int has_seq = v && sscanf(v, "%" SCNu64, &seq) == 1;
+    v = query_value(r->path, "count");
+    r->has_limit = v && sscanf(v, "%" SCNu64, &r->sse_limit) == 1 && r->sse_limit > 0;
+    struct sstream *st = stream_find(r->sname, 0);
+    r->sse_next = has_seq ? seq : st ? st->next_seq : 0;
+    if (r->has_last_event_id) {
+        uint64_t last;
+        if (parse_event_id(r->last_event_id, &last, &r->sse_count, &r->sse_bytes) != 0) {
+            respond_error(r, 400, "invalid", "malformed Last-Event-ID");
+            return;
+        }
+        r->sse_next = last + 1;
+    }
+    int chunked = sse_chunked(r);
+    buf_printf(&c->out,
+               "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n%s\r\n",
+               chunked ? "transfer-encoding: chunked\r\n" : "connection: close\r\n");
+    if (!chunked) c->h1_close = 1;
+    r->responded = 1;
+    c->sse = r;
+    if (r->fault && r->fault->kind == F_SSE_EVENT) {
+        s2_buf ev;
+        s2_buf_init(&ev);
+        buf_printf(&ev, "event: %s\n", r->fault->event ? r->fault->event : "batch");
+        if (r->fault->eid) buf_printf(&ev, "id: %s\n", r->fault->eid);
+        buf_printf(&ev, "data: %s\n\n", r->fault->json);
+        sse_write(r, ev.data, ev.len);
+        s2_buf_free(&ev);
+    }
+    /* Events go out from service_conns (sse_pump), once h1_process let go of r. */
+}
+
 static void req_end(struct req *r, int64_t now) {
     if (r->ended) return;
     r->ended = 1;
@@ -1308,6 +1527,7 @@ static void req_end(struct req *r, int64_t now) {
         break;
     }
     case R_HEALTH: respond(r, 200, "text/plain", "OK", 2, NULL, 1); break;
+    case R_READ: sse_start(r); break;
     case R_OTHER: {
         char m[300];
         snprintf(m, sizeof m, "fault_server does not implement %s %.200s", r->method,
@@ -1441,7 +1661,7 @@ static void h1_consume(struct conn *c, size_t n) {
 }
 
 static void h1_process(struct conn *c, int64_t now) {
-    while (!c->dead && !c->closing) {
+    while (!c->dead && !c->closing && !c->sse) {
         if (!c->h1) {
             if (c->h1_close) return; /* no request after Connection: close */
             uint8_t *end = c->in.len ? memmem(c->in.data, c->in.len, "\r\n\r\n", 4) : NULL;
@@ -1478,6 +1698,11 @@ static void h1_process(struct conn *c, int64_t now) {
                 else if (!strcasecmp(h, "content-type")) snprintf(r->ctype, sizeof r->ctype, "%s", v);
                 else if (!strcasecmp(h, "transfer-encoding")) chunked = 1;
                 else if (!strcasecmp(h, "connection") && !strcasecmp(v, "close")) c->h1_close = 1;
+                else if (!strcasecmp(h, "accept")) snprintf(r->accept, sizeof r->accept, "%s", v);
+                else if (!strcasecmp(h, "last-event-id")) {
+                    snprintf(r->last_event_id, sizeof r->last_event_id, "%s", v);
+                    r->has_last_event_id = 1;
+                }
             }
             free(text);
             if (chunked || bad_len || clen > MAX_UNARY_BODY) {
@@ -1498,6 +1723,7 @@ static void h1_process(struct conn *c, int64_t now) {
         c->h1 = NULL;
         c->h1_need = 0;
         req_end(r, now);
+        if (c->sse == r) continue; /* streaming: kept until it ends (sse_finish) */
         req_free(r);
     }
 }
@@ -1656,15 +1882,17 @@ static void stats_line(s2_buf *b) {
                "ok connections=%" PRIu64 " requests=%" PRIu64 " sessions=%" PRIu64
                " unary=%" PRIu64 " tail=%" PRIu64 " health=%" PRIu64 " other=%" PRIu64
                " frames=%" PRIu64 " acks=%" PRIu64 " records=%" PRIu64 " terminal=%" PRIu64
-               " faults_taken=%" PRIu64 " queued=%zu gap_ms=%" PRId64,
+               " faults_taken=%" PRIu64 " queued=%zu gap_ms=%" PRId64 " reads=%" PRIu64
+               " last_event_id=%s",
                g.n_conns, g.n_requests, g.n_sessions, g.n_unary, g.n_tail, g.n_health, g.n_other,
                g.n_frames, g.n_acks, g.n_records, g.n_terminal, g.n_taken, faults_count(),
-               g.gap_ms);
+               g.gap_ms, g.n_reads, g.last_event_id);
 }
 
 static void stats_zero(void) {
     g.n_conns = g.n_requests = g.n_sessions = g.n_unary = g.n_tail = g.n_health = g.n_other = 0;
-    g.n_frames = g.n_acks = g.n_records = g.n_terminal = g.n_taken = 0;
+    g.n_frames = g.n_acks = g.n_records = g.n_terminal = g.n_taken = g.n_reads = 0;
+    snprintf(g.last_event_id, sizeof g.last_event_id, "-");
     g.last_records_ms = g.gap_ms = 0;
 }
 
@@ -1727,9 +1955,9 @@ static void ctl_exec(char *line, s2_buf *out) {
                 if (f.times == 0) FAIL("times must be at least 1");
             } else if (f.kind == F_STATUS && !strncmp(a, "on=", 3)) {
                 int found = 0;
-                for (int i = 0; i < 5; i++)
+                for (int i = 0; i < 6; i++)
                     if (!strcmp(a + 3, TARGET_NAMES[i])) f.on = (enum target)i, found = 1;
-                if (!found) FAIL("on= takes any, append, unary, session or tail");
+                if (!found) FAIL("on= takes any, append, unary, session, tail or read");
             } else {
                 FAIL("unexpected argument '%s'", a);
             }
@@ -1794,6 +2022,33 @@ static void ctl_exec(char *line, s2_buf *out) {
             if (!strncmp(argv[pos], "after=", 6)) NUM(argv[pos] + 6, f.after);
             else FAIL("unexpected argument '%s'", argv[pos]);
         }
+    } else if (!strcmp(cmd, "sse_end_after")) {
+        f.kind = F_SSE_END;
+        if (argc < 2) FAIL("takes a count");
+        NUM(argv[1], f.n);
+        for (pos = 2; pos < argc; pos++) {
+            if (!strcmp(argv[pos], "close")) f.close = 1;
+            else FAIL("unexpected argument '%s'", argv[pos]);
+        }
+    } else if (!strcmp(cmd, "sse_event")) {
+        f.kind = F_SSE_EVENT;
+        if (argc < 2 || argv[1][0] != '{') FAIL("takes a JSON object");
+        json = argv[1];
+        for (pos = 2; pos < argc; pos++) {
+            const char *a = argv[pos];
+            size_t l = strlen(a);
+            if (!strncmp(a, "event=", 6) && l > 6 && l < 6 + 32 && !strpbrk(a, "\r\n")) {
+                free(f.event);
+                f.event = xstrndup(a + 6, l - 6);
+            } else if (!strncmp(a, "id=", 3) && l < 3 + 96) {
+                free(f.eid);
+                f.eid = xstrndup(a + 3, l - 3);
+            } else {
+                free(f.event);
+                free(f.eid);
+                FAIL("unexpected argument '%s'", a);
+            }
+        }
     } else if (!strcmp(cmd, "records") || !strcmp(cmd, "dump")) {
         if (argc != 2) FAIL("takes a stream name");
         struct sstream *st = stream_find(argv[1], 0);
@@ -1856,7 +2111,8 @@ static void ctl_exec(char *line, s2_buf *out) {
                         " | goaway_after N [graceful] [error=C] [at_next_batch]"
                         " | rst_after N [error=C] [at_next_batch] | reconnect_flag_after N [end_delay=MS]"
                         " | malformed KIND [after=N] | drop_after N [at_next_batch]"
-                        " | end_after N [at_next_batch]"
+                        " | end_after N [at_next_batch] | sse_end_after N [close]"
+                        " | sse_event JSON [event=NAME] [id=ID]"
                         " | faults | records STREAM | dump STREAM | stats | reset | wipe | ping\n");
         return;
     } else {
@@ -1870,6 +2126,7 @@ static void ctl_exec(char *line, s2_buf *out) {
     if (f.kind == F_STATUS || f.kind == F_TERMINAL)
         f.json = xstrndup(json ? json : default_json(f.status),
                           strlen(json ? json : default_json(f.status)));
+    if (f.kind == F_SSE_EVENT) f.json = xstrndup(json, strlen(json));
     struct fault *q = xmalloc(sizeof *q);
     *q = f;
     q->id = ++g.next_fault_id;
@@ -1959,6 +2216,7 @@ static void service_conns(int64_t now) {
     for (int round = 0; round < 2; round++) {
         for (struct conn *c = g.conns, *next; c; c = next) {
             next = c->next;
+            if (c->sse && !c->dead) sse_pump(c->sse, now);
             for (struct req *r = c->reqs, *rn; r && !c->dead; r = rn) {
                 rn = r->next;
                 req_pump(r, now);
@@ -2138,6 +2396,7 @@ int main(int argc, char **argv) {
     printf("listening %d\n", bound);
     fflush(stdout);
     g.now = now_ms();
+    snprintf(g.last_event_id, sizeof g.last_event_id, "-");
     int rc = run_loop();
     shutdown_all();
     return rc;

@@ -4,7 +4,8 @@
 --   local server = F.start()                   -- binary = "build/fault-server", verbose = true
 --   server.port, server.endpoint               -- 49152, "http://127.0.0.1:49152"
 --   server:command("rst_after 2")              -- "ok queued #3 rst_after 2 ..."; raises on "err"
---   server:stats()                             -- { requests = 3, sessions = 1, acks = 2, ... }
+--   server:stats()                             -- { requests = 3, sessions = 1, acks = 2, reads = 1,
+--                                              --   last_event_id = "2,3,39" or "-", ... }
 --   server:records("s")                        -- { count = 10, next_seq = 10, hash = "..." }
 --   server:bodies("s")                         -- { [0] = "body0", [1] = "body1", ... }, count
 --   server:stop()                              -- SIGTERM, wait for exit (idempotent)
@@ -136,7 +137,8 @@ local function fields(line)
 end
 
 -- { connections =, requests =, sessions =, unary =, tail =, health =, other =, frames =,
---   acks =, records =, terminal =, faults_taken =, queued =, gap_ms = }
+--   acks =, records =, terminal =, faults_taken =, queued =, gap_ms =, reads =,
+--   last_event_id = (a string, "-" for none) }
 function Server:stats()
   return fields(self:command("stats"))
 end
