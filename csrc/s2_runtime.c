@@ -35,7 +35,7 @@
 #define WINDOW_SIZE S2_H2_WINDOW
 #define MAX_STREAMS_PER_CONN 100u
 /* Keep-alive: a connection that has received nothing for this long gets a PING: sooner when
- * it owes acks (half the request timeout), else after IDLE_PING_AFTER. A PING unanswered
+ * a stream is open on it (half the request timeout), else after IDLE_PING_AFTER. A PING unanswered
  * within the request timeout (at least PING_TIMEOUT_MIN) retires the connection: it is
  * failed, and its sessions move to a fresh one. */
 #define IDLE_PING_AFTER 30.0
@@ -1031,12 +1031,11 @@ static double ping_timeout(s2_runtime *rt) {
     return t > PING_TIMEOUT_MIN ? t : PING_TIMEOUT_MIN;
 }
 
-/* True when a session on the connection waits for acks of bytes it wrote. */
+/* True when a request stream is open on the connection: an append session waiting for
+ * acks or a read session waiting for records (heartbeats come every few seconds). */
 static bool conn_owes_acks(s2_runtime *rt, s2_conn *c) {
     for (s2_append_session *s = session_list(rt); s; s = s->next)
-        if (s->conn == c && s->stream_id && !s->reader && s->inflight_head &&
-            s->inflight_head->written)
-            return true;
+        if (s->conn == c && s->stream_id) return true;
     return false;
 }
 
