@@ -145,12 +145,21 @@ static void live_reset(void) {
     live_head = NULL;
 }
 static void drain_at_exit(void);
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* Registered with the first runtime. atexit handlers run last-registered first, so OpenSSL
+ * (whose own handler frees its global state) is initialised before: the drain, and the I/O
+ * threads it joins, must be done with TLS before OpenSSL is torn down. lua_s2.c pins the
+ * library, so the handler stays mapped. */
+static void exit_init(void) {
+    OPENSSL_init_ssl(0, NULL);
+    pthread_atfork(live_lock, live_unlock, live_reset);
+    atexit(drain_at_exit);
+}
 
 static void pid_init(void) {
     refresh_pid();
     pthread_atfork(NULL, NULL, refresh_pid);
-    pthread_atfork(live_lock, live_unlock, live_reset);
-    atexit(drain_at_exit); /* lua_s2.c pins the library, so the handler stays mapped */
 }
 
 int s2_process_id(void) {
@@ -223,6 +232,7 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
+    pthread_once(&exit_once, exit_init);
     live_lock();
     rt->live_next = live_head;
     live_head = rt;

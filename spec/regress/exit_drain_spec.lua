@@ -14,11 +14,16 @@ local H = require "helper"
 local P = require "support.fault_proxy"
 
 local LUA = os.getenv "EXIT_DRAIN_LUA" or "lua5.4"
--- By default the child loads what this process loads (busted's lpath and cpath, so `make
--- asan` runs the children on the ASan build too).
+-- By default the child loads what this process loads (busted's lpath and cpath), so `make
+-- asan` (LD_PRELOAD inherited) and `make tsan` (libtsan preloaded again here, since the
+-- suite's shim removes it from the environment) run the children on those builds too.
 local ROOT = os.getenv "EXIT_DRAIN_ROOT"
 local LUA_PATH = ROOT and (ROOT .. "lua/?.lua;" .. ROOT .. "lua/?/init.lua") or package.path
 local LUA_CPATH = os.getenv "EXIT_DRAIN_CPATH" or (ROOT and ROOT .. "build/?.so") or package.cpath
+local PRELOAD = ""
+if (package.searchpath("s2.core", LUA_CPATH) or ""):find("build-tsan", 1, true) then
+  PRELOAD = "env LD_PRELOAD=\"$(${CC:-cc} -print-file-name=libtsan.so)\" "
+end
 local q = P.quote
 
 -- The child's common start: a client on arg[1] (extra client options as Lua source in arg[4]),
@@ -45,12 +50,13 @@ local function run_child(body, o)
   local f = assert(io.open(script, "w"))
   f:write(PRELUDE, body)
   f:close()
-  local lua, cpath, env = LUA, LUA_CPATH, ""
-  if o.jit then -- the LuaJIT build is not instrumented: no ASan preload for it
-    lua, cpath, env = "luajit", "build-jit/?.so", "unset LD_PRELOAD; "
+  local lua, cpath, env, preload = LUA, LUA_CPATH, "", PRELOAD
+  if o.jit then -- the LuaJIT build is not instrumented: no sanitizer runtime for it
+    lua, cpath, env, preload = "luajit", "build-jit/?.so", "unset LD_PRELOAD; ", ""
   end
-  local cmd = ("%sLUA_PATH=%s LUA_CPATH=%s timeout -s KILL %d %s %s %s %s %s %s 2>%s; echo \"rc=$?\"")
-    :format(env, q(LUA_PATH .. ";;"), q(cpath .. ";;"), o.limit or 60, q(lua), q(script),
+  local cmd = ("%sLUA_PATH=%s LUA_CPATH=%s timeout -s KILL %d %s%s %s %s %s %s %s 2>%s; "
+    .. "echo \"rc=$?\"")
+    :format(env, q(LUA_PATH .. ";;"), q(cpath .. ";;"), o.limit or 60, preload, q(lua), q(script),
       q(o.endpoint), q(o.basin), q(o.stream), q(o.extra or "{}"), q(errf))
   local h = assert(io.popen(cmd, "r"))
   local out = h:read("a")
@@ -87,6 +93,13 @@ local function assert_records(stream, prefix, n)
   assert.are.equal(n, assert(stream:check_tail()).seq_num)
 end
 
+-- The records that stderr reports as not delivered, over all its lines.
+local function reported_records(stderr)
+  local records = 0
+  for n in stderr:gmatch("(%d+) records? in %d+ batch") do records = records + tonumber(n) end
+  return records
+end
+
 local function assert_clean_exit(rc, stderr)
   assert.are_not.equal(137, rc, "the child was killed by the timeout")
   assert.are.equal(0, rc, "exit status; stderr: " .. stderr)
@@ -114,7 +127,11 @@ describe("work left at exit or collection", function()
 
   it("drains a producer dropped when the script ends", function()
     local stream, name = H.new_stream(basin, "prod")
-    local rc, _, stderr = run_child(PRODUCER_1000, { endpoint = endpoint, basin = basin_name, stream = name })
+    local rc, _, stderr = run_child(PRODUCER_1000, {
+      endpoint = endpoint,
+      basin = basin_name,
+      stream = name,
+    })
     assert_clean_exit(rc, stderr)
     assert_records(stream, "p", 1000)
   end)
@@ -135,14 +152,23 @@ end
 
   it("drains over the HTTP/1.1 fallback too", function()
     local stream, name = H.new_stream(basin, "h1")
-    local rc, _, stderr = run_child(PRODUCER_1000, { endpoint = endpoint, basin = basin_name, stream = name, extra = "{ force_http1 = true }" })
+    local rc, _, stderr = run_child(PRODUCER_1000, {
+      endpoint = endpoint,
+      basin = basin_name,
+      stream = name,
+      extra = "{ force_http1 = true }",
+    })
     assert_clean_exit(rc, stderr)
     assert_records(stream, "p", 1000)
   end)
 
   it("drains when the script ends with os.exit() (no lua_close, no __gc)", function()
     local stream, name = H.new_stream(basin, "osexit")
-    local rc, _, stderr = run_child(PRODUCER_1000 .. "os.exit(0)\n", { endpoint = endpoint, basin = basin_name, stream = name })
+    local rc, _, stderr = run_child(PRODUCER_1000 .. "os.exit(0)\n", {
+      endpoint = endpoint,
+      basin = basin_name,
+      stream = name,
+    })
     assert_clean_exit(rc, stderr)
     assert_records(stream, "p", 1000)
   end)
@@ -214,10 +240,54 @@ assert(producer:flush())
 local reader = assert(stream:read_session { seq_num = 0 })
 for _ = 1, 10 do assert(reader:next()) end
 print("read 10")
-]], { endpoint = endpoint, basin = basin_name, stream = name, extra = "{ request_timeout = 60 }", limit = 20 })
+]], { endpoint = endpoint, basin = basin_name, stream = name,
+       extra = "{ request_timeout = 60 }", limit = 20 })
     assert_clean_exit(rc, stderr)
     assert.truthy(out:find("read 10", 1, true))
     assert_records(stream, "r", 10)
+  end)
+
+  describe("over TLS (the production setting)", function()
+    local S = require "support.s2lite"
+    local certs, server, tls_client, tls_basin
+
+    lazy_setup(function()
+      certs = S.make_certs()
+      server = S.start { tls_cert = certs.cert, tls_key = certs.key }
+      tls_client = H.client { account_endpoint = server.endpoint, basin_endpoint = server.endpoint,
+                              ca_file = certs.ca }
+      tls_basin = H.unique_name("exittls")
+      assert(tls_client:create_basin(tls_basin, { create_stream_on_append = true }))
+    end)
+
+    lazy_teardown(function()
+      if tls_client then
+        tls_client:delete_basin(tls_basin)
+        tls_client:close()
+      end
+      if server then server:stop() end
+      if certs then os.execute("rm -rf " .. q(certs.dir)) end
+    end)
+
+    for n, how in ipairs { "the end of the script", "os.exit()" } do
+      it("drains a producer and an append session at " .. how, function()
+        local name = "s" .. n
+        local rc, _, stderr = run_child(PRODUCER_1000 .. [[
+local session = assert(stream:append_session())
+for b = 1, 10 do
+  local batch = {}
+  for i = 1, 100 do batch[i] = ("%07d"):format(b * 100 + i):rep(100) end
+  assert(session:submit(batch))
+end
+]] .. (how == "os.exit()" and "os.exit(0)\n" or ""), {
+          endpoint = server.endpoint, basin = tls_basin, stream = name,
+          extra = ("{ ca_file = %q }"):format(certs.ca),
+        })
+        assert_clean_exit(rc, stderr)
+        local stream = tls_client:basin(tls_basin):stream(name)
+        assert.are.equal(2000, assert(stream:check_tail()).seq_num)
+      end)
+    end
   end)
 
   describe("when the server does not answer", function()
@@ -237,12 +307,16 @@ print("read 10")
       -- The ack deadline (request_timeout 60) is far beyond the limit: only the drain's
       -- bound can end this child within 30 s.
       local _, name = H.new_stream(basin, "stall")
-      local rc, _, stderr = run_child(PRODUCER_1000, { endpoint = proxy.endpoint, basin = basin_name, stream = name, extra = "{ request_timeout = 60, drain_timeout = 1 }", limit = 30 })
+      local rc, _, stderr = run_child(PRODUCER_1000, {
+        endpoint = proxy.endpoint,
+        basin = basin_name,
+        stream = name,
+        extra = "{ request_timeout = 60, drain_timeout = 1 }",
+        limit = 30,
+      })
       assert.are_not.equal(137, rc, "the child was killed by the timeout: " .. stderr)
       assert.are.equal(0, rc, stderr)
-      local records = 0
-      for n in stderr:gmatch("(%d+) records? in %d+ batch") do records = records + tonumber(n) end
-      assert.are.equal(1000, records, stderr)
+      assert.are.equal(1000, reported_records(stderr), stderr)
       assert.truthy(stderr:find(name, 1, true), stderr)
       assert.truthy(stderr:find("drain_timeout 1 s", 1, true), stderr)
     end)
@@ -253,7 +327,8 @@ print("read 10")
       local rc, _, stderr = run_child([[
 local session = assert(stream:append_session())
 for b = 1, 4 do assert(session:submit({ "a", "b", "c" })) end
-]], { endpoint = proxy.endpoint, basin = basin_name, stream = name, extra = "{ request_timeout = 60, drain_timeout = 0 }", limit = 20 })
+]], { endpoint = proxy.endpoint, basin = basin_name, stream = name,
+       extra = "{ request_timeout = 60, drain_timeout = 0 }", limit = 20 })
       assert.are_not.equal(137, rc, "the child was killed by the timeout: " .. stderr)
       assert.are.equal(0, rc, stderr)
       assert.truthy(stderr:find("12 records in 4 batches", 1, true), stderr)
@@ -262,12 +337,17 @@ for b = 1, 4 do assert(session:submit({ "a", "b", "c" })) end
 
     it("bounds the HTTP/1.1 fallback by drain_timeout plus the attempt under way", function()
       local _, name = H.new_stream(basin, "stallh1")
-      local rc, _, stderr = run_child(PRODUCER_1000, { endpoint = proxy.endpoint, basin = basin_name, stream = name, extra = "{ force_http1 = true, request_timeout = 3, drain_timeout = 1, retry = { max_attempts = 1 } }", limit = 30 })
+      local rc, _, stderr = run_child(PRODUCER_1000, {
+        endpoint = proxy.endpoint,
+        basin = basin_name,
+        stream = name,
+        extra = "{ force_http1 = true, request_timeout = 3, drain_timeout = 1,"
+          .. " retry = { max_attempts = 1 } }",
+        limit = 30,
+      })
       assert.are_not.equal(137, rc, "the child was killed by the timeout: " .. stderr)
       assert.are.equal(0, rc, stderr)
-      local records = 0
-      for n in stderr:gmatch("(%d+) records? in %d+ batch") do records = records + tonumber(n) end
-      assert.are.equal(1000, records, stderr)
+      assert.are.equal(1000, reported_records(stderr), stderr)
     end)
   end)
 
@@ -275,18 +355,23 @@ for b = 1, 4 do assert(session:submit({ "a", "b", "c" })) end
     -- Nothing listens on the port: the session fails after its attempts, well within the
     -- drain, and says why.
     local port
-    do -- a port that was free a moment ago (s2-lite's own port + nothing is not reliable)
-      local f = assert(io.popen([[bash -c 'for p in $(seq 41000 41999); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done']]))
+    do -- the first free port of a range (nothing listens there)
+      local f = assert(io.popen([[bash -c 'for p in $(seq 41000 41999); do
+        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; break; }; done']]))
       port = tonumber(f:read("a"))
       f:close()
     end
     assert.is_number(port)
-    local rc, _, stderr = run_child(PRODUCER_1000, { endpoint = "http://127.0.0.1:" .. port, basin = basin_name, stream = "nowhere", extra = "{ request_timeout = 60 }", limit = 30 })
+    local rc, _, stderr = run_child(PRODUCER_1000, {
+      endpoint = "http://127.0.0.1:" .. port,
+      basin = basin_name,
+      stream = "nowhere",
+      extra = "{ request_timeout = 60 }",
+      limit = 30,
+    })
     assert.are_not.equal(137, rc, "the child was killed by the timeout: " .. stderr)
     assert.are.equal(0, rc, stderr)
-    local records = 0
-    for n in stderr:gmatch("(%d+) records? in %d+ batch") do records = records + tonumber(n) end
-    assert.are.equal(1000, records, stderr)
+    assert.are.equal(1000, reported_records(stderr), stderr)
     assert.truthy(stderr:find("onnect", 1, true), stderr)
   end)
 end)
