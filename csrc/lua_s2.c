@@ -617,7 +617,8 @@ static void check_endpoint(lua_State *L, int idx, const char *k, s2_endpoint *ep
 
 /* core.client{ access_token, account_endpoint, basin_endpoint, request_timeout,
  *              connection_timeout, max_attempts, min_base_delay, max_base_delay,
- *              append_retry_policy, ca_file } -- validated and defaulted by lua/s2 */
+ *              append_retry_policy, ca_file, drain_timeout } -- validated and defaulted
+ * by lua/s2 (drain_timeout defaults to request_timeout) */
 static int l_client(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     s2_config cfg;
@@ -639,6 +640,8 @@ static int l_client(lua_State *L) {
     else if (policy && strcmp(policy, "all") != 0)
         luaL_error(L, "append_retry_policy: expected \"all\" or \"no_side_effects\", got \"%s\"", policy);
     cfg.ca_file = opt_string(L, 1, "ca_file", &len);
+    cfg.drain_timeout = opt_number(L, 1, "drain_timeout", cfg.request_timeout);
+    if (!(cfg.drain_timeout >= 0)) luaL_error(L, "drain_timeout: must be >= 0");
 
     client_ud *c = lua_newuserdatauv(L, sizeof *c, 0);
     c->http = NULL;
@@ -661,13 +664,22 @@ static int l_client_close(lua_State *L) {
     return 0;
 }
 
-/* __gc: nothing refers to the client any more, so no session or ticket does either (they
- * keep their client alive through their user values). */
+/* __gc (also at lua_close, when every object is finalized): usually nothing refers to the
+ * client any more, nor to its sessions and tickets (they keep their client alive through
+ * their user values, so they were finalized first and their sessions are draining). Unlike
+ * close(), it lets what they submitted drain for up to drain_timeout, and what does not
+ * make it is reported on stderr. Sessions finalized after it (an order lua_close does not
+ * promise) still find their runtime: it lives until the last of them is released. */
 static int l_client_gc(lua_State *L) {
     client_ud *c = luaL_checkudata(L, 1, CLIENT_MT);
-    l_client_close(L);
-    if (c->rt && c->pid == s2_process_id()) s2_runtime_free(c->rt);
-    c->rt = NULL;
+    client_after_fork(c);
+    if (c->rt) {
+        s2_runtime_drain(c->rt, "the client was garbage-collected");
+        s2_runtime_free(c->rt);
+        c->rt = NULL;
+    }
+    s2_http_free(c->http);
+    c->http = NULL;
     return 0;
 }
 

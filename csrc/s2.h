@@ -282,6 +282,7 @@ typedef struct s2_config {
     double max_base_delay;     /* seconds */
     s2_append_retry_policy append_retry_policy;
     const char *ca_file; /* NULL: system CAs */
+    double drain_timeout; /* seconds a collected client (or exit) waits for unacked batches */
 } s2_config;
 
 typedef enum s2_call_kind {
@@ -358,8 +359,17 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err);
 /* Stops the thread and fails whatever is outstanding with "closed"; idempotent. Sessions
  * and tickets stay valid (in a failed state) until released. */
 void s2_runtime_shutdown(s2_runtime *rt);
-/* Shuts down and frees; every session and ticket must have been released before. */
+/* Shuts down and drops the caller's reference. Sessions and tickets hold references of
+ * their own, so they may be released (or used: they fail with "closed") afterwards; the
+ * memory goes with the last of them. */
 void s2_runtime_free(s2_runtime *rt);
+/* For a client going away with work in flight (collected, or the process exiting): stops
+ * every append session and producer taking batches (a producer's open batch is sealed),
+ * waits up to cfg.drain_timeout seconds until all their batches are acked, and from then on
+ * reports on stderr what any of them fails to deliver (`why` says what happened, for that
+ * report). Read sessions are not waited for. True when nothing is left unacked. Call
+ * s2_runtime_free (or shutdown) after it. */
+bool s2_runtime_drain(s2_runtime *rt, const char *why);
 typedef struct s2_runtime_stats {
     uint64_t connections_opened; /* HTTP/2 connections opened so far */
     uint64_t connections_open;   /* open now */

@@ -81,6 +81,7 @@ struct s2_append_session {
     s2_runtime *rt;
     struct s2_append_session *next; /* runtime's list; under mu */
     char *basin;
+    char *stream; /* the name, for loss reports */
     char *path; /* "/streams/<encoded>/records" after the endpoint's path */
     s2_session_options opts;
 
@@ -88,6 +89,8 @@ struct s2_append_session {
     int refs; /* the caller's handle + the runtime's list */
     s2_session_state state;
     bool released;
+    bool report_loss; /* no caller can see its tickets any more (handle dropped, client
+                       * collected): batches it fails to deliver are reported on stderr */
     s2_error failure;
     s2_batch *pending_head, *pending_tail; /* submitted, not yet taken by the I/O thread */
     s2_session_stats stats;                /* inflight_* count pending + unacked */
@@ -211,11 +214,22 @@ void s2_session_switch_http1(s2_append_session *s);
 bool s2_session_done(s2_append_session *s);
 void s2_session_free(s2_append_session *s);
 
+/* Exit and collection (s2_runtime_drain): stop taking batches and report losses from now
+ * on; and whether the session still holds batches to deliver. under mu */
+void s2_session_drain_locked(s2_append_session *s);
+bool s2_session_drained_locked(const s2_append_session *s);
+
 /* ---- provided by the runtime (s2_runtime.c) ---- */
 
 /* Starts a core thread named `name` with every signal blocked (SIGPIPE included). */
 int s2_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg,
                     bool detached);
+
+/* Sessions and tickets keep their runtime's memory alive (the client may be collected
+ * first). Atomic: the last reference can go on any thread but the I/O thread, which only
+ * runs while the client's own reference is held. */
+void s2_runtime_ref(s2_runtime *rt);
+void s2_runtime_unref(s2_runtime *rt);
 
 void s2_runtime_lock(s2_runtime *rt);
 void s2_runtime_unlock(s2_runtime *rt);

@@ -105,6 +105,14 @@ struct s2_runtime {
     uint64_t progress; /* bumped on every broadcast: capacity freed, tickets resolved, ... */
     int progress_fd;   /* eventfd written with each bump, made on request (schedulers) */
 
+    /* Lifecycle. refs: the client's + one per session and ticket not freed yet (atomic, see
+     * s2_runtime_ref). stop_reason (under mu): what outstanding batches fail with when the
+     * thread stops after s2_runtime_drain. live_next (under live_mu): the exit list. */
+    atomic_int refs;
+    bool has_stop_reason;
+    s2_error stop_reason;
+    s2_runtime *live_next;
+
     pthread_t thread; /* set once, when started */
 
     /* I/O */
@@ -154,6 +162,31 @@ const s2_config *s2_runtime_config(s2_runtime *rt) { return &rt->cfg; }
 static atomic_int cached_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 static void refresh_pid(void) { atomic_store(&cached_pid, (int)getpid()); }
+
+/* Runtimes whose client has not been freed yet, for the exit handler: a script that ends
+ * with os.exit() skips lua_close, so no __gc runs and only atexit can still drain. A fork
+ * child starts with an empty list (those runtimes are the parent's). */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static s2_runtime *live_head;
+static void live_lock(void) { pthread_mutex_lock(&live_mu); }
+static void live_unlock(void) { pthread_mutex_unlock(&live_mu); }
+static void live_reset(void) {
+    pthread_mutex_init(&live_mu, NULL);
+    live_head = NULL;
+}
+static void drain_at_exit(void);
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* Registered with the first runtime. atexit handlers run last-registered first, so OpenSSL
+ * (whose own handler frees its global state) is initialised before: the drain, and the I/O
+ * threads it joins, must be done with TLS before OpenSSL is torn down. lua_s2.c pins the
+ * library, so the handler stays mapped. */
+static void exit_init(void) {
+    OPENSSL_init_ssl(0, NULL);
+    pthread_atfork(live_lock, live_unlock, live_reset);
+    atexit(drain_at_exit);
+}
+
 static void pid_init(void) {
     refresh_pid();
     pthread_atfork(NULL, NULL, refresh_pid);
@@ -212,6 +245,7 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     rt->cfg.access_token = rt->access_token;
     rt->cfg.ca_file = rt->ca_file;
     rt->pid = s2_process_id();
+    atomic_init(&rt->refs, 1);
     rt->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)rt ^ 0x9E3779B97F4A7C15ull;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -228,6 +262,11 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
+    pthread_once(&exit_once, exit_init);
+    live_lock();
+    rt->live_next = live_head;
+    live_head = rt;
+    live_unlock();
     return rt;
 nomem:
     if (rt) {
@@ -285,6 +324,23 @@ void s2_runtime_free(s2_runtime *rt) {
     if (!rt) return;
     if (!s2_runtime_owned(rt)) return; /* a forked child must not touch the parent's thread */
     s2_runtime_shutdown(rt);
+    live_lock();
+    for (s2_runtime **pp = &live_head; *pp; pp = &(*pp)->live_next)
+        if (*pp == rt) {
+            *pp = rt->live_next;
+            break;
+        }
+    live_unlock();
+    s2_runtime_unref(rt);
+}
+
+void s2_runtime_ref(s2_runtime *rt) {
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+}
+
+/* The last reference: the thread was joined (the client's reference outlives it). */
+void s2_runtime_unref(s2_runtime *rt) {
+    if (atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1) return;
     if (rt->epfd >= 0) close(rt->epfd);
     if (rt->wakefd >= 0) close(rt->wakefd);
     if (rt->progress_fd >= 0) close(rt->progress_fd);
@@ -345,6 +401,49 @@ static void *resolve_main(void *arg) {
     (void)n;
     resolve_release(j);
     return NULL;
+}
+
+static bool all_drained_locked(s2_runtime *rt) {
+    for (s2_append_session *s = rt->sessions; s; s = s->next)
+        if (!s2_session_drained_locked(s)) return false;
+    return true;
+}
+
+bool s2_runtime_drain(s2_runtime *rt, const char *why) {
+    if (!rt || !s2_runtime_owned(rt)) return true;
+    double timeout = rt->cfg.drain_timeout > 0 ? rt->cfg.drain_timeout : 0;
+    s2_runtime_lock(rt);
+    if (!rt->started || rt->stopping) { /* no session yet, or closed already */
+        s2_runtime_unlock(rt);
+        return true;
+    }
+    s2_fail(&rt->stop_reason, S2_E_CLOSED, "closed",
+            "%s before they were acknowledged (drain_timeout %g s)", why, timeout);
+    rt->has_stop_reason = true;
+    for (s2_append_session *s = rt->sessions; s; s = s->next) s2_session_drain_locked(s);
+    s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond for sealed batches */
+    s2_runtime_unlock(rt);
+    s2_runtime_wake(rt);
+    double deadline = s2_now() + timeout;
+    s2_runtime_lock(rt);
+    bool drained;
+    while (!(drained = all_drained_locked(rt)) && s2_runtime_wait(rt, deadline)) {
+    }
+    s2_runtime_unlock(rt);
+    return drained;
+}
+
+/* os.exit() without closing the state: drain and stop what __gc never will. The runtimes
+ * stay allocated (the process is ending, and Lua may still point at them). live_mu is held
+ * throughout so that no other thread frees one meanwhile. */
+static void drain_at_exit(void) {
+    live_lock();
+    for (s2_runtime *rt = live_head; rt; rt = rt->live_next) {
+        if (!s2_runtime_owned(rt)) continue;
+        s2_runtime_drain(rt, "the process exited");
+        s2_runtime_shutdown(rt);
+    }
+    live_unlock();
 }
 
 /* ---- connections ----------------------------------------------------------------------------- */
@@ -1143,15 +1242,18 @@ static void *io_main(void *arg) {
         run_timers(rt, s2_now());
     }
 
-    /* Shutting down: everything outstanding fails with "closed". */
-    s2_error closed;
-    s2_fail(&closed, S2_E_CLOSED, "closed", "the client was closed");
-    for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);
-    /* HTTP/1.1 workers finish their current request (bounded by its timeouts) and exit. */
+    /* Shutting down. HTTP/1.1 workers first finish their current request (bounded by its
+     * timeouts) and exit, so that batch gets its real outcome and is not counted lost. */
     s2_runtime_lock(rt);
     for (s2_append_session *s = rt->sessions; s; s = s->next)
         while (s->worker_started && !s->worker_done) s2_runtime_wait(rt, -1);
+    s2_error closed;
+    if (rt->has_stop_reason) closed = rt->stop_reason;
+    else s2_fail(&closed, S2_E_CLOSED, "closed", "the client was closed");
     s2_runtime_unlock(rt);
+    /* Then everything outstanding fails with "closed" (reported on stderr for sessions whose
+     * tickets nobody can see). */
+    for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);
     for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
     reap_conns(rt);
     reap_sessions(rt);

@@ -27,6 +27,7 @@ s2_ticket *s2_ticket_new(s2_runtime *rt) {
     if (!t) return NULL;
     atomic_init(&t->refs, 1);
     t->rt = rt;
+    s2_runtime_ref(rt);
     t->fd = -1;
     t->state = S2_TICKET_PENDING;
     return t;
@@ -38,8 +39,10 @@ void s2_ticket_ref(s2_ticket *t) {
 
 void s2_ticket_unref(s2_ticket *t) {
     if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        s2_runtime *rt = t->rt;
         if (t->fd >= 0) close(t->fd);
         free(t);
+        s2_runtime_unref(rt);
     }
 }
 
@@ -102,8 +105,14 @@ int s2_ticket_fd(s2_ticket *t) {
     return fd;
 }
 
+/* What a failure dropped, for the stderr report of a session nobody watches any more. */
+typedef struct s2_loss {
+    size_t batches, records;
+} s2_loss;
+
 static void session_fail(s2_append_session *s, const s2_error *err);
-static s2_batch *fail_locked(s2_append_session *s, const s2_error *err);
+static s2_batch *fail_locked(s2_append_session *s, const s2_error *err, s2_loss *loss);
+static void report_loss(const s2_append_session *s, const s2_loss *loss, const s2_error *err);
 static void reset_stream_state(s2_append_session *s);
 
 /* ---- batches ---------------------------------------------------------------------------- */
@@ -180,6 +189,8 @@ static void *http1_worker(void *arg) {
             s2_buf_free(&resp.body);
         }
         s2_batch *dropped = NULL;
+        s2_loss loss = {0, 0};
+        const s2_error *why = &err;
         s2_runtime_lock(rt);
         /* The session may have failed while the POST was out (the runtime shutting down):
          * fail_locked then failed what was pending and zeroed the in-flight counters, but
@@ -196,13 +207,20 @@ static void *http1_worker(void *arg) {
             s->stats.batches_acked++;
         } else if (failed) {
             ticket_fail(b->ticket, &err); /* its own error: whether it may have landed */
+            if (s->report_loss) loss = (s2_loss){1, b->num_records};
         } else {
             /* Later batches must not land after a gap: the session fails with this batch. */
             ticket_fail(b->ticket, &err);
-            dropped = fail_locked(s, &err);
+            dropped = fail_locked(s, &err, &loss);
+            if (s->report_loss) {
+                loss.batches++;
+                loss.records += b->num_records;
+            }
         }
+        s2_error why_copy = *why; /* s->failure is read under mu */
         s2_runtime_broadcast(rt);
         s2_runtime_unlock(rt);
+        report_loss(s, &loss, &why_copy);
         s2_batch_free(b);
         free_list(dropped);
         s2_runtime_lock(rt);
@@ -261,7 +279,8 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s->rt = rt;
     s->opts = *opts;
     s->basin = strdup(basin);
-    if (!s->basin || s2_buf_append_str(&path, "/streams/") != 0 ||
+    s->stream = strdup(stream);
+    if (!s->basin || !s->stream || s2_buf_append_str(&path, "/streams/") != 0 ||
         s2_buf_append_urlencoded(&path, (const uint8_t *)stream, strlen(stream)) != 0 ||
         s2_buf_append_str(&path, "/records") != 0)
         goto nomem;
@@ -269,10 +288,12 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s->refs = 2; /* the caller's handle and the runtime's list */
     s2_buf_init(&s->error_body);
     s2_frame_decoder_init(&s->dec);
+    s2_runtime_ref(rt); /* dropped by s2_session_free */
     return s;
 nomem:
     if (s) {
         free(s->basin);
+        free(s->stream);
         free(s);
     }
     s2_buf_free(&path);
@@ -413,6 +434,20 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
     return rc;
 }
 
+void s2_session_drain_locked(s2_append_session *s) {
+    if (s->reader) return;
+    s->report_loss = true;
+    s2_producer_seal_locked(s); /* no linger: the batch goes now */
+    if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
+}
+
+bool s2_session_drained_locked(const s2_append_session *s) {
+    if (s->reader || s->state == S2_SESSION_FAILED || s->state == S2_SESSION_CLOSED) return true;
+    /* inflight_batches counts every sealed batch not acked yet (pending, on the wire, or
+     * being posted by the HTTP/1.1 worker); the producer's open batch is sealed above. */
+    return s->stats.inflight_batches == 0 && !s->open;
+}
+
 bool s2_session_owned(const s2_append_session *s) {
     return s2_runtime_owned(s->rt);
 }
@@ -426,6 +461,7 @@ void s2_append_session_stats(s2_append_session *s, s2_session_stats *out) {
 void s2_append_session_release(s2_append_session *s) {
     s2_runtime_lock(s->rt);
     s->released = true;
+    s->report_loss = true; /* its tickets are gone with the handle */
     s2_producer_seal_locked(s);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
     s2_runtime_broadcast(s->rt);
@@ -447,8 +483,11 @@ void s2_session_free(s2_append_session *s) {
     s2_buf_free(&s->error_body);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
+    free(s->stream);
     free(s->path);
+    s2_runtime *rt = s->rt;
     free(s);
+    s2_runtime_unref(rt);
 }
 
 /* ---- I/O side ------------------------------------------------------------------------------ */
@@ -473,13 +512,39 @@ static void reset_stream_state(s2_append_session *s) {
     s->cursor_off = 0;
 }
 
+/* Tells stderr what a session that nobody watches any more could not deliver: its tickets
+ * are unreachable, so this is the only trace of the loss. Outside mu (a full stderr pipe
+ * must not stall the client). */
+static void report_loss(const s2_append_session *s, const s2_loss *loss, const s2_error *err) {
+    if (!loss->batches) return;
+    fprintf(stderr,
+            "s2: %zu record%s in %zu batch%s for stream \"%s\" of basin \"%s\" were not "
+            "acknowledged and are dropped (they may not have been written): %s\n",
+            loss->records, loss->records == 1 ? "" : "s", loss->batches,
+            loss->batches == 1 ? "" : "es", s->stream, s->basin, err->message);
+}
+
+static void count_loss(const s2_batch *b, s2_loss *loss) {
+    for (; b; b = b->next) {
+        loss->batches++;
+        loss->records += b->num_records;
+    }
+}
+
 /* under mu: marks the session failed, fails every outstanding ticket it still holds in
  * pending and inflight, and returns the pending list for the caller to free outside mu.
- * One locked step, so nobody sees a failed ticket while the session still takes batches. */
-static s2_batch *fail_locked(s2_append_session *s, const s2_error *err) {
+ * One locked step, so nobody sees a failed ticket while the session still takes batches.
+ * When the session's losses are to be reported, *loss counts what it failed. */
+static s2_batch *fail_locked(s2_append_session *s, const s2_error *err, s2_loss *loss) {
     if (s->state != S2_SESSION_FAILED && s->state != S2_SESSION_CLOSED) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
+    }
+    *loss = (s2_loss){0, 0};
+    if (s->report_loss) {
+        count_loss(s->inflight_head, loss);
+        count_loss(s->pending_head, loss);
+        count_loss(s->open, loss);
     }
     for (s2_batch *b = s->inflight_head; b; b = b->next) ticket_fail(b->ticket, err);
     for (s2_batch *b = s->pending_head; b; b = b->next) ticket_fail(b->ticket, err);
@@ -500,9 +565,11 @@ static s2_batch *fail_locked(s2_append_session *s, const s2_error *err) {
 /* Fails the session for good: every outstanding ticket gets err; later submits too. */
 static void session_fail(s2_append_session *s, const s2_error *err) {
     s2_runtime_cancel_stream(s->rt, s);
+    s2_loss loss;
     s2_runtime_lock(s->rt);
-    s2_batch *pending = fail_locked(s, err);
+    s2_batch *pending = fail_locked(s, err, &loss);
     s2_runtime_unlock(s->rt);
+    report_loss(s, &loss, err);
     free_list(pending);
     free_list(s->inflight_head);
     s->inflight_head = s->inflight_tail = NULL;

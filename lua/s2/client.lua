@@ -8,7 +8,7 @@ Client.__index = Client
 
 local OPTIONS = util.set {
   "access_token", "account_endpoint", "basin_endpoint", "request_timeout",
-  "connection_timeout", "retry", "compression", "ca_file", "force_http1",
+  "connection_timeout", "retry", "compression", "ca_file", "force_http1", "drain_timeout",
 }
 local RETRY_OPTIONS = util.set {
   "max_attempts", "min_base_delay", "max_base_delay", "append_retry_policy",
@@ -22,6 +22,16 @@ local function positive(fname, name, v, dflt)
   if v == nil then return dflt end
   if type(v) ~= "number" or v ~= v or v < 0.001 or v > 86400 then
     error(("%s: %s must be a number of seconds from 0.001 to 86400, got %s"):format(fname, name,
+      tostring(v)), 4)
+  end
+  return v
+end
+
+-- Seconds from 0 (no wait) to a day.
+local function non_negative(fname, name, v, dflt)
+  if v == nil then return dflt end
+  if type(v) ~= "number" or v ~= v or v < 0 or v > 86400 then
+    error(("%s: %s must be a number of seconds from 0 to 86400, got %s"):format(fname, name,
       tostring(v)), 4)
   end
   return v
@@ -66,6 +76,7 @@ function Client.new(opts)
     account_endpoint = opts.account_endpoint or env "S2_ACCOUNT_ENDPOINT" or DEFAULT_ACCOUNT_ENDPOINT,
     basin_endpoint = opts.basin_endpoint or env "S2_BASIN_ENDPOINT" or DEFAULT_BASIN_ENDPOINT,
     request_timeout = positive(F, "request_timeout", opts.request_timeout, 5),
+    drain_timeout = non_negative(F, "drain_timeout", opts.drain_timeout, nil),
     connection_timeout = positive(F, "connection_timeout", opts.connection_timeout, 3),
     max_attempts = max_attempts,
     min_base_delay = positive(F, "retry.min_base_delay", retry.min_base_delay, 0.1),
@@ -73,6 +84,8 @@ function Client.new(opts)
     append_retry_policy = policy,
     ca_file = opts.ca_file,
   }
+  -- At collection or exit, unacked batches get this long to drain (see docs/api.md).
+  if cfg.drain_timeout == nil then cfg.drain_timeout = cfg.request_timeout end
   local ok, handle, err = pcall(core.client, cfg)
   if not ok then error(F .. ": " .. tostring(handle), 2) end
   if not handle then return nil, err end
