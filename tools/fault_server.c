@@ -3,7 +3,7 @@
  *
  *   fault-server --port PORT [--control PORT] [--exit-on-stdin-eof] [-v]
  *
- * It serves just enough of S2 v1 for the append paths of a client, on 127.0.0.1:PORT
+ * It serves just enough of S2 v1 for the append and read paths of a client, on 127.0.0.1:PORT
  * (0 = any free port), over HTTP/2 cleartext with prior knowledge and over HTTP/1.1 on the
  * same port (the first bytes decide, like s2-lite). When ready it prints, on stdout,
  * flushed, `control <port>` (only with --control) and then `listening <port>`; `listening`
@@ -25,6 +25,15 @@
  *                                      Last-Event-ID resumes after its seq_num and carries
  *                                      its count and bytes on. It follows: records appended
  *                                      later (by any client) are sent as they land. Chunked.
+ *   GET  /v1/streams/{stream}/records  content-type s2s/proto (HTTP/2 only): a read session
+ *                                      over S2S: ReadBatch frames (records with seq_num,
+ *                                      timestamp and body, <= 64 a frame, and the tail) from
+ *                                      seq_num (default: the tail; past the tail: 416), then
+ *                                      it follows: records appended later are sent as they
+ *                                      land, and a heartbeat (a ReadBatch with the tail only)
+ *                                      goes out when it catches up and every second while
+ *                                      idle. The response ends once `count` records went out.
+ *                                      Uncompressed; headers are not stored, so not sent.
  *   GET  /health, /ping                 200 OK
  * Anything else gets 501 not_implemented. The s2-basin header and the token are ignored.
  *
@@ -42,8 +51,10 @@
  *
  * Faults are scripted through the control port as a FIFO queue. When a request starts, it
  * takes the first queued fault that matches it (`status` faults match requests per `on=`;
- * every other fault matches append sessions only); later faults wait for later requests.
- * "N acks" counts the ack frames of that session, from 1.
+ * sse_* faults match SSE reads, read_* faults S2S read sessions; every other fault matches
+ * append sessions only); later faults wait for later requests. "N acks" counts the ack
+ * frames of that session, from 1; "N batches" of a read session its ReadBatch frames that
+ * carry records (heartbeats do not count).
  *
  * Control protocol (with --control): plain text over TCP on 127.0.0.1, one command per line
  * (\n or \r\n, <= 4 KiB), tokens separated by blanks; a token starting with `{` runs to its
@@ -51,8 +62,9 @@
  * `err <reason>`, except `dump` (below). Any number of commands per connection.
  *   status CODE [JSON] [retry_after_ms=N] [times=N] [on=any|append|unary|session|tail|read]
  *                        answer the next matching request (default on=any: every request
- *                        but /health; append = unary or session) with HTTP status CODE and
- *                        the JSON body (default: the usual S2 body for that status), plus a
+ *                        but /health; append = unary or session; read = SSE or S2S
+ *                        reads) with HTTP status CODE and the JSON body (default: the
+ *                        usual S2 body for that status), plus a
  *                        retry-after-ms header when given; times=N answers N requests.
  *                        Unary requests are answered once their body is in; sessions at once.
  *   terminal_after N STATUS [JSON]
@@ -104,6 +116,19 @@
  *                        (not applied) instead of right after ack N: the client has then
  *                        surely written a batch that is not acked (no race with its writes).
  *                        Input after the action is ignored (except after a graceful GOAWAY).
+ *   blackhole_acks [drop_after_batches=N] [times=K]
+ *                        each of the next K (default 1) sessions: apply every batch, send
+ *                        no ack; once N batches arrived on it (default 0: never) drop the
+ *                        connection as drop_after does. The client sees a cut, or its
+ *                        request timeout; what it re-sends afterwards is in the records.
+ *   read_reconnect_flag_after N
+ *                        next S2S read session: set flag 0x10 (reconnect advised) on its
+ *                        Nth batch (N >= 1), then go on serving until the client resets the
+ *                        stream.
+ *   read_terminal_after N STATUS [JSON]
+ *                        next S2S read session: after N batches (0: at once) send a
+ *                        terminal frame with STATUS and JSON (default: the usual body), e.g.
+ *                        503 {"code":"server_draining",...}, and end the response.
  *   faults               the queue: `ok N queued: #id kind ...; ...`
  *   records STREAM       `ok records STREAM count=N next_seq=N hash=H` (hash: FNV-1a 64 over
  *                        each body as a 4-byte little-endian length and its bytes, in order;
@@ -112,11 +137,15 @@
  *                        empty), then `ok dump STREAM N`
  *   stats                `ok connections=N requests=N sessions=N unary=N tail=N health=N
  *                        other=N frames=N acks=N records=N terminal=N faults_taken=N
- *                        queued=N gap_ms=N reads=N last_event_id=ID`; requests counts every
+ *                        queued=N gap_ms=N reads=N last_event_id=ID read_sessions=N
+ *                        read_conns=N read_batches=N heartbeats=N`; requests counts every
  *                        request (faulted ones too); frames = S2S frames received; gap_ms =
  *                        time between the starts of the last two record requests (unary
  *                        appends, sessions); reads = SSE reads; last_event_id = the
- *                        Last-Event-ID of the last SSE read (- when it had none)
+ *                        Last-Event-ID of the last SSE read (- when it had none);
+ *                        read_sessions = S2S read requests; read_conns = connections that
+ *                        carried at least one; read_batches / heartbeats = ReadBatch frames
+ *                        sent with records / without
  *   reset                clear the fault queue (sessions running keep theirs); data and
  *                        stats are kept
  *   wipe                 reset, and forget every stream and zero the stats
