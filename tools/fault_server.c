@@ -3,7 +3,7 @@
  *
  *   fault-server --port PORT [--control PORT] [--exit-on-stdin-eof] [-v]
  *
- * It serves just enough of S2 v1 for the append paths of a client, on 127.0.0.1:PORT
+ * It serves just enough of S2 v1 for the append and read paths of a client, on 127.0.0.1:PORT
  * (0 = any free port), over HTTP/2 cleartext with prior knowledge and over HTTP/1.1 on the
  * same port (the first bytes decide, like s2-lite). When ready it prints, on stdout,
  * flushed, `control <port>` (only with --control) and then `listening <port>`; `listening`
@@ -25,6 +25,15 @@
  *                                      Last-Event-ID resumes after its seq_num and carries
  *                                      its count and bytes on. It follows: records appended
  *                                      later (by any client) are sent as they land. Chunked.
+ *   GET  /v1/streams/{stream}/records  content-type s2s/proto (HTTP/2 only): a read session
+ *                                      over S2S: ReadBatch frames (records with seq_num,
+ *                                      timestamp and body, <= 64 a frame, and the tail) from
+ *                                      seq_num (default: the tail; past the tail: 416), then
+ *                                      it follows: records appended later are sent as they
+ *                                      land, and a heartbeat (a ReadBatch with the tail only)
+ *                                      goes out when it catches up and every second while
+ *                                      idle. The response ends once `count` records went out.
+ *                                      Uncompressed; headers are not stored, so not sent.
  *   GET  /health, /ping                 200 OK
  * Anything else gets 501 not_implemented. The s2-basin header and the token are ignored.
  *
@@ -42,8 +51,10 @@
  *
  * Faults are scripted through the control port as a FIFO queue. When a request starts, it
  * takes the first queued fault that matches it (`status` faults match requests per `on=`;
- * every other fault matches append sessions only); later faults wait for later requests.
- * "N acks" counts the ack frames of that session, from 1.
+ * sse_* faults match SSE reads, read_* faults S2S read sessions; every other fault matches
+ * append sessions only); later faults wait for later requests. "N acks" counts the ack
+ * frames of that session, from 1; "N batches" of a read session its ReadBatch frames that
+ * carry records (heartbeats do not count).
  *
  * Control protocol (with --control): plain text over TCP on 127.0.0.1, one command per line
  * (\n or \r\n, <= 4 KiB), tokens separated by blanks; a token starting with `{` runs to its
@@ -51,8 +62,9 @@
  * `err <reason>`, except `dump` (below). Any number of commands per connection.
  *   status CODE [JSON] [retry_after_ms=N] [times=N] [on=any|append|unary|session|tail|read]
  *                        answer the next matching request (default on=any: every request
- *                        but /health; append = unary or session) with HTTP status CODE and
- *                        the JSON body (default: the usual S2 body for that status), plus a
+ *                        but /health; append = unary or session; read = SSE or S2S
+ *                        reads) with HTTP status CODE and the JSON body (default: the
+ *                        usual S2 body for that status), plus a
  *                        retry-after-ms header when given; times=N answers N requests.
  *                        Unary requests are answered once their body is in; sessions at once.
  *   terminal_after N STATUS [JSON]
@@ -104,6 +116,19 @@
  *                        (not applied) instead of right after ack N: the client has then
  *                        surely written a batch that is not acked (no race with its writes).
  *                        Input after the action is ignored (except after a graceful GOAWAY).
+ *   blackhole_acks [drop_after_batches=N] [times=K]
+ *                        each of the next K (default 1) sessions: apply every batch, send
+ *                        no ack; once N batches arrived on it (default 0: never) drop the
+ *                        connection as drop_after does. The client sees a cut, or its
+ *                        request timeout; what it re-sends afterwards is in the records.
+ *   read_reconnect_flag_after N
+ *                        next S2S read session: set flag 0x10 (reconnect advised) on its
+ *                        Nth batch (N >= 1), then go on serving until the client resets the
+ *                        stream.
+ *   read_terminal_after N STATUS [JSON]
+ *                        next S2S read session: after N batches (0: at once) send a
+ *                        terminal frame with STATUS and JSON (default: the usual body), e.g.
+ *                        503 {"code":"server_draining",...}, and end the response.
  *   faults               the queue: `ok N queued: #id kind ...; ...`
  *   records STREAM       `ok records STREAM count=N next_seq=N hash=H` (hash: FNV-1a 64 over
  *                        each body as a 4-byte little-endian length and its bytes, in order;
@@ -112,11 +137,15 @@
  *                        empty), then `ok dump STREAM N`
  *   stats                `ok connections=N requests=N sessions=N unary=N tail=N health=N
  *                        other=N frames=N acks=N records=N terminal=N faults_taken=N
- *                        queued=N gap_ms=N reads=N last_event_id=ID`; requests counts every
+ *                        queued=N gap_ms=N reads=N last_event_id=ID read_sessions=N
+ *                        read_conns=N read_batches=N heartbeats=N`; requests counts every
  *                        request (faulted ones too); frames = S2S frames received; gap_ms =
  *                        time between the starts of the last two record requests (unary
  *                        appends, sessions); reads = SSE reads; last_event_id = the
- *                        Last-Event-ID of the last SSE read (- when it had none)
+ *                        Last-Event-ID of the last SSE read (- when it had none);
+ *                        read_sessions = S2S read requests; read_conns = connections that
+ *                        carried at least one; read_batches / heartbeats = ReadBatch frames
+ *                        sent with records / without
  *   reset                clear the fault queue (sessions running keep theirs); data and
  *                        stats are kept
  *   wipe                 reset, and forget every stream and zero the stats
@@ -173,6 +202,10 @@
 #define DROP_DRAIN_MS 1000  /* longest wait for the kernel to hand bytes over before a drop */
 #define POLL_MS 2
 #define WINDOW (16 * 1024 * 1024)
+#define RS_BATCH_MAX 64                /* records per ReadBatch */
+#define RS_BATCH_BYTES (512 * 1024)    /* body bytes per ReadBatch (one record at least) */
+#define RS_OUT_MAX (1024 * 1024)       /* unsent output above which no more batches are made */
+#define RS_HEARTBEAT_MS 1000           /* an idle follower gets a heartbeat this often */
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN 24
@@ -189,11 +222,12 @@ struct handle {
 /* ---------------------------------------------------------------- faults */
 
 enum fkind { F_STATUS, F_TERMINAL, F_STALL, F_GOAWAY, F_RST, F_RECONNECT, F_MALFORMED, F_DROP,
-             F_END, F_SSE_END, F_SSE_EVENT };
+             F_END, F_SSE_END, F_SSE_EVENT, F_BLACKHOLE, F_READ_RECONNECT, F_READ_TERMINAL };
 static const char *const FKIND_NAMES[] = {"status", "terminal_after", "stall_acks", "goaway_after",
                                           "rst_after", "reconnect_flag_after", "malformed",
                                           "drop_after", "end_after", "sse_end_after",
-                                          "sse_event"};
+                                          "sse_event", "blackhole_acks",
+                                          "read_reconnect_flag_after", "read_terminal_after"};
 
 enum mkind { MK_ZERO_LENGTH, MK_OVER_2MIB, MK_BAD_COMPRESSION, MK_TRUNCATED_PROTO,
              MK_GARBAGE_PROTO, MK_WRONG_COUNT, MK_DECREASING };
@@ -208,14 +242,15 @@ struct fault {
     struct fault *next;
     uint64_t id;
     enum fkind kind;
-    uint64_t n;     /* acks before it fires; stall: ms */
+    uint64_t n;     /* acks before it fires; stall: ms; blackhole: batches before the drop
+                     * (0: never); read faults: batches before it fires */
     uint64_t after; /* stall, malformed: acks left alone first */
     uint64_t end_delay; /* reconnect: ms between the client's END_STREAM and ours */
     int status;     /* status, terminal */
     char *json;     /* status, terminal */
     int has_retry_after;
     uint64_t retry_after_ms;
-    uint64_t times; /* status: how many requests it still answers */
+    uint64_t times; /* status, blackhole: how many requests it still takes */
     enum target on;
     uint32_t h2_error; /* goaway, rst */
     int graceful;      /* goaway */
@@ -244,7 +279,7 @@ struct sstream {
 
 /* ---------------------------------------------------------------- requests, connections */
 
-enum rkind { R_SESSION, R_UNARY, R_TAIL, R_HEALTH, R_OTHER, R_READ };
+enum rkind { R_SESSION, R_UNARY, R_TAIL, R_HEALTH, R_OTHER, R_READ, R_RSESSION };
 enum evkind { EV_DATA, EV_END, EV_RST, EV_GOAWAY, EV_DROP };
 
 struct ev {
@@ -295,6 +330,11 @@ struct req {
     uint64_t sse_limit;  /* the query's count */
     uint64_t sse_sent;   /* records sent on this response (sse_end_after) */
     int sse_caught_up;   /* a ping went out since the last batch */
+    /* S2S read session (HTTP/2); sse_next, sse_count, has_limit and sse_limit serve it too */
+    uint64_t batches_in;   /* blackhole: batches taken by this append session */
+    uint64_t rs_batches;   /* ReadBatch frames with records sent */
+    int64_t rs_last;       /* when the last frame (batch or heartbeat) was queued */
+    int rs_caught_up;      /* a heartbeat went out since the last batch */
 };
 
 enum cmode { CM_SNIFF, CM_H1, CM_H2 };
@@ -319,6 +359,7 @@ struct conn {
     int64_t close_deadline;
     int dropping; /* flush, wait for delivery, RST */
     int64_t drop_deadline;
+    int had_read; /* carried an S2S read session (read_conns) */
     int dead;
 };
 
@@ -344,7 +385,8 @@ static struct {
     struct sstream *streams;
 
     uint64_t n_conns, n_requests, n_sessions, n_unary, n_tail, n_health, n_other, n_frames,
-        n_acks, n_records, n_terminal, n_taken, n_reads;
+        n_acks, n_records, n_terminal, n_taken, n_reads, n_rsessions, n_read_conns, n_rbatches,
+        n_heartbeats;
     char last_event_id[100]; /* of the last SSE read, "-" for none */
     int64_t last_records_ms, gap_ms;
 
@@ -642,7 +684,7 @@ static int target_matches(enum target on, enum rkind k) {
     case ON_UNARY: return k == R_UNARY;
     case ON_SESSION: return k == R_SESSION;
     case ON_TAIL: return k == R_TAIL;
-    case ON_READ: return k == R_READ;
+    case ON_READ: return k == R_READ || k == R_RSESSION;
     }
     return 0;
 }
@@ -663,11 +705,15 @@ static struct fault *fault_take(enum rkind k) {
     struct fault *prev = NULL;
     for (struct fault *f = g.faults; f; prev = f, f = f->next) {
         int sse = f->kind == F_SSE_END || f->kind == F_SSE_EVENT;
-        int match = f->kind == F_STATUS ? target_matches(f->on, k) : sse ? k == R_READ : k == R_SESSION;
+        int rs = f->kind == F_READ_RECONNECT || f->kind == F_READ_TERMINAL;
+        int match = f->kind == F_STATUS ? target_matches(f->on, k)
+                    : sse               ? k == R_READ
+                    : rs                ? k == R_RSESSION
+                                        : k == R_SESSION;
         if (!match) continue;
         g.n_taken++;
         struct fault *c = fault_copy(f);
-        if (f->kind == F_STATUS && --f->times > 0) return c;
+        if ((f->kind == F_STATUS || f->kind == F_BLACKHOLE) && --f->times > 0) return c;
         if (prev) prev->next = f->next;
         else g.faults = f->next;
         if (g.faults_tail == f) g.faults_tail = prev;
@@ -685,7 +731,12 @@ static void fault_describe(const struct fault *f, s2_buf *b) {
         if (f->has_retry_after) buf_printf(b, " retry_after_ms=%" PRIu64, f->retry_after_ms);
         buf_printf(b, " times=%" PRIu64 " on=%s", f->times, TARGET_NAMES[f->on]);
         break;
-    case F_TERMINAL: buf_printf(b, " %" PRIu64 " %d %s", f->n, f->status, f->json); break;
+    case F_TERMINAL:
+    case F_READ_TERMINAL: buf_printf(b, " %" PRIu64 " %d %s", f->n, f->status, f->json); break;
+    case F_BLACKHOLE:
+        buf_printf(b, " drop_after_batches=%" PRIu64 " times=%" PRIu64, f->n, f->times);
+        break;
+    case F_READ_RECONNECT: buf_printf(b, " %" PRIu64, f->n); break;
     case F_STALL: buf_printf(b, " %" PRIu64 " after=%" PRIu64, f->n, f->after); break;
     case F_GOAWAY:
         buf_printf(b, " %" PRIu64 "%s error=%" PRIu32, f->n, f->graceful ? " graceful" : "",
@@ -1078,6 +1129,17 @@ static void session_batch(struct req *r, const s2_append_input *in, int64_t now)
         return;
     }
     s2_buf_free(&e);
+    if (f && f->kind == F_BLACKHOLE) {
+        /* Applied, never acked: the client times out, or loses the connection once enough
+         * batches came (what a resend after it re-writes shows in the records). */
+        r->batches_in++;
+        if (f->n && r->batches_in == f->n) {
+            vlog("stream %d: %" PRIu64 " batches blackholed: dropping", r->id, r->batches_in);
+            ev_push(r, now, EV_DROP, NULL, 0, 0, 0);
+            r->stopped = 1;
+        }
+        return;
+    }
     uint64_t k = ++r->acks;
     g.n_acks++;
     int64_t due = now;
@@ -1219,9 +1281,111 @@ static void req_pump(struct req *r, int64_t now) {
 
 /* When r next needs attention without an fd event (INT64_MAX: never). */
 static int64_t req_due(const struct req *r, int64_t now) {
+    if (!r->evh && r->kind == R_RSESSION && r->responded == 2 && !r->stopped)
+        return r->rs_last + RS_HEARTBEAT_MS; /* the next heartbeat */
     if (!r->evh) return INT64_MAX;
     if (r->evh->kind != EV_DATA && r->out_off < r->out.len) return now + POLL_MS;
     return r->evh->due;
+}
+
+/* ---------------------------------------------------------------- S2S read sessions */
+
+static const char *query_value(const char *path, const char *name);
+
+/* Queues one ReadBatch frame (records [from, from + n) of st, and the tail). */
+static void rs_frame(struct req *r, const struct sstream *st, uint64_t from, size_t n,
+                     uint8_t flags, int64_t now) {
+    s2_sequenced_record recs[RS_BATCH_MAX];
+    for (size_t i = 0; i < n; i++) {
+        const struct rec *rec = &st->recs[from + i]; /* seq_num == index */
+        recs[i] = (s2_sequenced_record){.seq_num = rec->seq, .timestamp = rec->ts,
+                                        .body = rec->body, .body_len = rec->len};
+    }
+    s2_read_batch b = {.records = recs, .num_records = n, .has_tail = 1,
+                       .tail = {st ? st->next_seq : 0, st ? st->last_ts : 0}};
+    size_t len = s2_read_batch_encoded_len(&b);
+    uint8_t *p = xmalloc(len);
+    s2_read_batch_encode(&b, p);
+    push_frame(r, now, p, len, flags);
+    free(p);
+    r->rs_last = now;
+}
+
+/* Sends a read session what it has not had yet, from the stored records, as ReadBatch
+ * frames; a heartbeat (no records, the tail) when it catches up and every RS_HEARTBEAT_MS
+ * while idle; ends the response once `count` records went out; runs its fault (the
+ * reconnect flag on batch N, or a terminal frame after batch N). */
+static void rs_pump(struct req *r, int64_t now) {
+    if (r->responded != 2 || r->stopped || r->c->dead) return;
+    const struct fault *f = r->fault;
+    static const struct sstream empty = {0};
+    const struct sstream *st = stream_find(r->sname, 0);
+    if (!st) st = &empty;
+    for (;;) {
+        if (f && f->kind == F_READ_TERMINAL && r->rs_batches >= f->n) {
+            session_terminal(r, f->status, f->json, now);
+            return;
+        }
+        if (r->has_limit && r->sse_count >= r->sse_limit) {
+            vlog("stream %d: read count reached, ending", r->id);
+            ev_push(r, now, EV_END, NULL, 0, 0, 0);
+            r->stopped = 1;
+            return;
+        }
+        if (r->sse_next >= st->next_seq || r->evh || r->out.len - r->out_off >= RS_OUT_MAX) break;
+        uint64_t n = st->next_seq - r->sse_next;
+        if (n > RS_BATCH_MAX) n = RS_BATCH_MAX;
+        if (r->has_limit && n > r->sse_limit - r->sse_count) n = r->sse_limit - r->sse_count;
+        size_t bytes = 0, k = 0;
+        while (k < n && (k == 0 || bytes + st->recs[r->sse_next + k].len <= RS_BATCH_BYTES))
+            bytes += st->recs[r->sse_next + k++].len;
+        uint64_t b = ++r->rs_batches;
+        uint8_t flags = f && f->kind == F_READ_RECONNECT && b == f->n ? S2_FRAME_RECONNECT : 0;
+        if (flags) vlog("stream %d: reconnect flag on read batch %" PRIu64, r->id, b);
+        rs_frame(r, st, r->sse_next, k, flags, now);
+        r->sse_next += k;
+        r->sse_count += k;
+        r->rs_caught_up = 0;
+        g.n_rbatches++;
+    }
+    if (r->sse_next >= st->next_seq && !r->evh &&
+        (!r->rs_caught_up || now - r->rs_last >= RS_HEARTBEAT_MS)) {
+        rs_frame(r, st, 0, 0, 0, now);
+        r->rs_caught_up = 1;
+        g.n_heartbeats++;
+    }
+}
+
+static void rs_start(struct req *r, int64_t now) {
+    struct conn *c = r->c;
+    if (!c->had_read) {
+        c->had_read = 1;
+        g.n_read_conns++;
+    }
+    if (r->fault && r->fault->kind == F_STATUS) {
+        respond_json(r, r->fault->status, r->fault->json, r->fault);
+        r->stopped = 1;
+        return;
+    }
+    const char *v = query_value(r->path, "seq_num");
+    uint64_t seq = 0;
+    int has_seq = v && sscanf(v, "%" SCNu64, &seq) == 1;
+    v = query_value(r->path, "count");
+    r->has_limit = v && sscanf(v, "%" SCNu64, &r->sse_limit) == 1 && r->sse_limit > 0;
+    struct sstream *st = stream_find(r->sname, 0);
+    uint64_t tail = st ? st->next_seq : 0;
+    r->sse_next = has_seq ? seq : tail;
+    if (r->sse_next > tail) {
+        char m[160];
+        snprintf(m, sizeof m, "{\"code\":\"range_not_satisfiable\",\"message\":\"seq_num %" PRIu64
+                 " is past the tail %" PRIu64 "\"}", r->sse_next, tail);
+        respond(r, 416, "application/json", m, strlen(m), NULL, 1);
+        r->stopped = 1;
+        return;
+    }
+    respond(r, 200, "s2s/proto", NULL, 0, NULL, 0);
+    r->responded = 2;
+    rs_pump(r, now);
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -1252,6 +1416,8 @@ static void classify(struct req *r) {
     if (tail && !strcmp(r->method, "GET")) r->kind = R_TAIL;
     else if (records && !strcmp(r->method, "GET") && strstr(r->accept, "text/event-stream"))
         r->kind = R_READ;
+    else if (records && !strcmp(r->method, "GET") && !strncasecmp(ct, "s2s/proto", 9))
+        r->kind = R_RSESSION;
     else if (records && !strcmp(r->method, "POST") && !strncasecmp(ct, "s2s/proto", 9))
         r->kind = R_SESSION;
     else if (records && !strcmp(r->method, "POST")) r->kind = R_UNARY;
@@ -1269,6 +1435,7 @@ static void req_start(struct req *r, int64_t now) {
     case R_HEALTH: g.n_health++; break;
     case R_OTHER: g.n_other++; break;
     case R_READ: g.n_reads++; break;
+    case R_RSESSION: g.n_rsessions++; break;
     }
     if (r->kind == R_SESSION || r->kind == R_UNARY) {
         if (g.last_records_ms) g.gap_ms = now - g.last_records_ms;
@@ -1277,6 +1444,10 @@ static void req_start(struct req *r, int64_t now) {
     r->fault = fault_take(r->kind);
     vlog("conn %" PRIu64 " stream %d: %s %s (%s)%s", r->c->id, r->id, r->method,
          r->path ? r->path : "?", r->ctype, r->fault ? " [fault]" : "");
+    if (r->kind == R_RSESSION && r->c->mode == CM_H2) {
+        rs_start(r, now);
+        return;
+    }
     if (r->kind != R_SESSION) return;
     if (r->c->mode != CM_H2) return; /* answered at the end: not over HTTP/1.1 */
     if (r->fault && r->fault->kind == F_STATUS) {
@@ -1509,6 +1680,7 @@ static void req_end(struct req *r, int64_t now) {
         }
         return;
     }
+    if (r->kind == R_RSESSION && r->c->mode == CM_H2) return; /* started in req_start */
     if (r->fault && r->fault->kind == F_STATUS) {
         respond_json(r, r->fault->status, r->fault->json, r->fault);
         return;
@@ -1528,6 +1700,10 @@ static void req_end(struct req *r, int64_t now) {
     }
     case R_HEALTH: respond(r, 200, "text/plain", "OK", 2, NULL, 1); break;
     case R_READ: sse_start(r); break;
+    case R_RSESSION:
+        respond_error(r, 501, "not_implemented",
+                      "fault_server serves s2s/proto read sessions over HTTP/2 only");
+        break;
     case R_OTHER: {
         char m[300];
         snprintf(m, sizeof m, "fault_server does not implement %s %.200s", r->method,
@@ -1883,15 +2059,19 @@ static void stats_line(s2_buf *b) {
                " unary=%" PRIu64 " tail=%" PRIu64 " health=%" PRIu64 " other=%" PRIu64
                " frames=%" PRIu64 " acks=%" PRIu64 " records=%" PRIu64 " terminal=%" PRIu64
                " faults_taken=%" PRIu64 " queued=%zu gap_ms=%" PRId64 " reads=%" PRIu64
-               " last_event_id=%s",
+               " last_event_id=%s read_sessions=%" PRIu64 " read_conns=%" PRIu64
+               " read_batches=%" PRIu64 " heartbeats=%" PRIu64,
                g.n_conns, g.n_requests, g.n_sessions, g.n_unary, g.n_tail, g.n_health, g.n_other,
                g.n_frames, g.n_acks, g.n_records, g.n_terminal, g.n_taken, faults_count(),
-               g.gap_ms, g.n_reads, g.last_event_id);
+               g.gap_ms, g.n_reads, g.last_event_id, g.n_rsessions, g.n_read_conns, g.n_rbatches,
+               g.n_heartbeats);
 }
 
 static void stats_zero(void) {
     g.n_conns = g.n_requests = g.n_sessions = g.n_unary = g.n_tail = g.n_health = g.n_other = 0;
     g.n_frames = g.n_acks = g.n_records = g.n_terminal = g.n_taken = g.n_reads = 0;
+    g.n_rsessions = g.n_read_conns = g.n_rbatches = g.n_heartbeats = 0;
+    for (struct conn *c = g.conns; c; c = c->next) c->had_read = 0;
     snprintf(g.last_event_id, sizeof g.last_event_id, "-");
     g.last_records_ms = g.gap_ms = 0;
 }
@@ -1930,10 +2110,11 @@ static void ctl_exec(char *line, s2_buf *out) {
         if (!(tok) || parse_u64((tok), &(var)) < 0) FAIL("bad or missing number '%s'", (tok) ? (tok) : ""); \
     } while (0)
 
-    if (!strcmp(cmd, "status") || !strcmp(cmd, "terminal_after")) {
+    if (!strcmp(cmd, "status") || !strcmp(cmd, "terminal_after") ||
+        !strcmp(cmd, "read_terminal_after")) {
         uint64_t v;
-        if (!strcmp(cmd, "terminal_after")) {
-            f.kind = F_TERMINAL;
+        if (strcmp(cmd, "status")) {
+            f.kind = !strcmp(cmd, "terminal_after") ? F_TERMINAL : F_READ_TERMINAL;
             NUM(pos < argc ? argv[pos] : NULL, f.n);
             pos++;
         } else {
@@ -1962,6 +2143,25 @@ static void ctl_exec(char *line, s2_buf *out) {
                 FAIL("unexpected argument '%s'", a);
             }
         }
+    } else if (!strcmp(cmd, "blackhole_acks")) {
+        f.kind = F_BLACKHOLE;
+        f.times = 1;
+        for (; pos < argc; pos++) {
+            const char *a = argv[pos];
+            if (!strncmp(a, "drop_after_batches=", 19)) {
+                NUM(a + 19, f.n);
+            } else if (!strncmp(a, "times=", 6)) {
+                NUM(a + 6, f.times);
+                if (f.times == 0) FAIL("times must be at least 1");
+            } else {
+                FAIL("unexpected argument '%s'", a);
+            }
+        }
+    } else if (!strcmp(cmd, "read_reconnect_flag_after")) {
+        f.kind = F_READ_RECONNECT;
+        if (argc != 2) FAIL("takes a count");
+        NUM(argv[1], f.n);
+        if (f.n == 0) FAIL("N counts read batches from 1");
     } else if (!strcmp(cmd, "stall_acks")) {
         f.kind = F_STALL;
         NUM(pos < argc ? argv[pos] : NULL, f.n);
@@ -2113,6 +2313,8 @@ static void ctl_exec(char *line, s2_buf *out) {
                         " | malformed KIND [after=N] | drop_after N [at_next_batch]"
                         " | end_after N [at_next_batch] | sse_end_after N [close]"
                         " | sse_event JSON [event=NAME] [id=ID]"
+                        " | blackhole_acks [drop_after_batches=N] [times=K]"
+                        " | read_reconnect_flag_after N | read_terminal_after N STATUS [JSON]"
                         " | faults | records STREAM | dump STREAM | stats | reset | wipe | ping\n");
         return;
     } else {
@@ -2123,7 +2325,7 @@ static void ctl_exec(char *line, s2_buf *out) {
 #undef FAIL
 
     /* A fault: queue it. */
-    if (f.kind == F_STATUS || f.kind == F_TERMINAL)
+    if (f.kind == F_STATUS || f.kind == F_TERMINAL || f.kind == F_READ_TERMINAL)
         f.json = xstrndup(json ? json : default_json(f.status),
                           strlen(json ? json : default_json(f.status)));
     if (f.kind == F_SSE_EVENT) f.json = xstrndup(json, strlen(json));
@@ -2219,6 +2421,7 @@ static void service_conns(int64_t now) {
             if (c->sse && !c->dead) sse_pump(c->sse, now);
             for (struct req *r = c->reqs, *rn; r && !c->dead; r = rn) {
                 rn = r->next;
+                if (r->kind == R_RSESSION) rs_pump(r, now);
                 req_pump(r, now);
             }
             if (conn_flush(c) == 0) conn_settle(c, now);

@@ -138,7 +138,8 @@ end
 
 -- { connections =, requests =, sessions =, unary =, tail =, health =, other =, frames =,
 --   acks =, records =, terminal =, faults_taken =, queued =, gap_ms =, reads =,
---   last_event_id = (a string, "-" for none) }
+--   last_event_id = (a string, "-" for none), read_sessions =, read_conns =, read_batches =,
+--   heartbeats = }
 function Server:stats()
   return fields(self:command("stats"))
 end
