@@ -84,6 +84,7 @@ struct s2_conn {
     double last_recv;    /* when bytes last arrived (keep-alive) */
     double last_write;   /* when the socket last took bytes (write stalls) */
     double ping_sent_at; /* an unanswered keep-alive PING went out then; 0: none */
+    s2_error failure;    /* why it died (CONN_DEAD): for a session that never saw conn_fail */
 };
 
 struct s2_runtime {
@@ -463,6 +464,7 @@ static void conn_set_events(s2_conn *c, uint32_t events) {
 static void conn_fail(s2_conn *c, const s2_error *err) {
     if (c->state == CONN_DEAD) return;
     c->state = CONN_DEAD;
+    c->failure = *err;
     s2_runtime_lock(c->rt);
     s2_append_session *list = c->rt->sessions;
     s2_runtime_unlock(c->rt);
@@ -999,9 +1001,12 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
         s->conn = c;
     }
     if (c->state == CONN_DEAD) {
+        /* Failed before the session was attached (conn_new: a numeric address whose every
+         * connect failed at once): the session gets the connection's own error, retryable
+         * as it is. */
         s->conn = NULL;
-        return s2_fail(err, S2_E_CONNECTION, "connection_failed", "connection to %s lost",
-                       c->authority);
+        if (err) *err = c->failure;
+        return -1;
     }
     if (c->state != CONN_READY) return 1;
 

@@ -740,6 +740,15 @@ static bool is_http1(s2_append_session *s) {
     return h;
 }
 
+/* True when the stream's end of the body went out and nothing written on it waits for an
+ * ack (the inflight batches, if any, were held back by draining): only the server's end of
+ * the response is awaited, which eof_deadline bounds. The timer and its deadline must agree,
+ * or the I/O thread would wake for a deadline nobody acts on, again and again. */
+static bool eof_wait_only(const s2_append_session *s) {
+    return s->stream_id && s->eof_sent && s->eof_deadline &&
+           (!s->inflight_head || !s->inflight_head->written);
+}
+
 double s2_session_next_deadline(s2_append_session *s) {
     if (s->reader) return s2_reader_next_deadline(s);
     s2_runtime_lock(s->rt);
@@ -748,7 +757,7 @@ double s2_session_next_deadline(s2_append_session *s) {
     s2_runtime_unlock(s->rt);
     if (http1) return d;
     double more[3] = {s->retry_at, s->inflight_head ? s->inflight_head->deadline : 0,
-                      s->stream_id ? s->eof_deadline : 0};
+                      eof_wait_only(s) ? s->eof_deadline : 0};
     for (int i = 0; i < 3; i++)
         if (more[i] && (!d || more[i] < d)) d = more[i];
     return d;
@@ -776,11 +785,19 @@ void s2_session_check_timers(s2_append_session *s, double now) {
         attempt_failed(s, &err);
         return;
     }
-    if (!head && s->stream_id && s->eof_deadline && now >= s->eof_deadline) {
-        /* Everything is acked and our end of the body went out, but the server never ended
-         * the response: nothing is at stake, so stop waiting. */
+    if (eof_wait_only(s) && now >= s->eof_deadline) {
+        /* Our end of the body went out and everything written is acked, but the server never
+         * ended the response: nothing is at stake, so stop waiting. Batches held back by a
+         * drain go out on a fresh stream now. */
         s2_runtime_cancel_stream(s->rt, s);
         reset_stream_state(s);
+        if (head) {
+            s->resend = true;
+            s2_runtime_lock(s->rt);
+            s->stats.reconnects++;
+            s2_runtime_unlock(s->rt);
+            return;
+        }
         s2_runtime_lock(s->rt);
         if (s->state == S2_SESSION_CLOSING) s->state = S2_SESSION_CLOSED;
         s2_runtime_broadcast(s->rt);
