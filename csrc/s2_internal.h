@@ -191,6 +191,11 @@ void s2_reader_switch_sse(s2_append_session *s);
 /* Builds the reader's current path + query (resume-adjusted) into b. */
 int s2_reader_path(s2_append_session *s, s2_buf *b);
 
+/* A planned handover (server_draining, an advised reconnect) is taken at most once per
+ * 60 s: true, and the clock restarts, when this one may be; false when it counts as a
+ * failure. Append and read sessions alike. I/O thread. */
+bool s2_session_take_handover(s2_append_session *s, double now);
+
 /* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
 
 /* Takes pending batches, handles close/release; may open a stream. */

@@ -114,11 +114,9 @@ static void reader_fail(s2_append_session *s, const s2_error *err) {
 void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err) {
     const s2_config *cfg = s2_runtime_config(s->rt);
     double now = s2_now();
-    if (strcmp(err->code, "server_draining") == 0 &&
-        (!s->last_advised || now - s->last_advised >= 60)) {
+    if (strcmp(err->code, "server_draining") == 0 && s2_session_take_handover(s, now)) {
         /* A planned handover: resume at once on a fresh connection, no attempt used (once
          * per 60 s; more often it counts like any failure). */
-        s->last_advised = now;
         s2_runtime_retire_conn(s->rt, s);
         drop_stream(s);
         s->retry_at = now;

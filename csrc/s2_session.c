@@ -627,12 +627,10 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         return;
     }
     double now = s2_now();
-    if (strcmp(err->code, "server_draining") == 0 &&
-        (!s->last_advised || now - s->last_advised >= 60)) {
+    if (strcmp(err->code, "server_draining") == 0 && s2_session_take_handover(s, now)) {
         /* A planned handover, like an advised reconnect: reconnect at once, no attempt used
          * (the server acked or refused everything it took, so a resend is safe). Once per
          * 60 s; more often, it counts as a failure like any other. */
-        s->last_advised = now;
         s->retry_at = now;
         s->resend = true;
         s2_runtime_lock(s->rt);
@@ -861,15 +859,20 @@ void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
     s2_batch_free(b);
 }
 
+bool s2_session_take_handover(s2_append_session *s, double now) {
+    if (s->last_advised && now - s->last_advised < 60) return false;
+    s->last_advised = now;
+    return true;
+}
+
 /* The server is going away (flag 0x10 on a frame): stop writing after the batch in progress,
  * end the request body, let the server ack what it took, then resend the rest on a new
  * connection. A planned handover: it uses no retry attempt. At most once per 60 s, so a
  * server that keeps advising cannot make the session spin. */
 static void advise_reconnect(s2_append_session *s) {
     double now = s2_now();
-    if (s->draining || (s->last_advised && now - s->last_advised < 60)) return;
+    if (s->draining || !s2_session_take_handover(s, now)) return;
     s->draining = true;
-    s->last_advised = now;
     s2_runtime_retire_conn(s->rt, s);
     s2_runtime_resume_stream(s->rt, s);
 }
