@@ -28,7 +28,7 @@ DEP_LIBS    := $(shell $(PKG_CONFIG) --libs $(DEP_PCS) 2>/dev/null) -lpthread
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(LUA_CFLAGS) $(DEP_CFLAGS)
 
 CORE_SRCS = csrc/s2_buf.c csrc/s2_json.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c csrc/s2_endpoint.c \
-            csrc/s2_http.c csrc/s2_session.c csrc/s2_producer.c csrc/s2_reader.c csrc/s2_sse.c csrc/s2_sse_parse.c \
+            csrc/s2_http.c csrc/s2_retry.c csrc/s2_session.c csrc/s2_producer.c csrc/s2_reader.c csrc/s2_sse.c csrc/s2_sse_parse.c \
             csrc/s2_runtime.c
 BIND_SRCS = csrc/lua_s2.c
 SRCS      = $(CORE_SRCS) $(BIND_SRCS)

@@ -899,6 +899,14 @@ typedef struct session_ud {
     s2_append_session *s;
 } session_ud;
 
+typedef struct producer_ud {
+    s2_producer *s;
+} producer_ud;
+
+typedef struct reader_ud {
+    s2_read_session *s;
+} reader_ud;
+
 typedef struct ticket_ud {
     s2_ticket *t;
 } ticket_ud;
@@ -950,10 +958,14 @@ static int l_client_append_session(lua_State *L) {
 }
 
 /* A session made before a fork belongs to the parent: its thread does not exist here. */
-static void check_owner(lua_State *L, s2_append_session *s) {
-    if (!s2_session_owned(s))
+static void check_owned(lua_State *L, bool owned) {
+    if (!owned)
         luaL_error(L, "this object was created in another process (before a fork); "
                       "make a new client in this one");
+}
+
+static void check_owner(lua_State *L, s2_append_session *s) {
+    check_owned(L, s2_append_session_owned(s));
 }
 
 static session_ud *check_session(lua_State *L) {
@@ -1004,10 +1016,9 @@ static int l_session_submit(lua_State *L) {
     return 1;
 }
 
-/* close([timeout]) of a session or producer (a producer's close seals its open batch
- * without an extra linger): drains, then ends. true | nil, err */
-static int close_session_of(lua_State *L, const char *mt) {
-    session_ud *u = luaL_checkudata(L, 1, mt);
+/* close([timeout]) of a session: drains, then ends. true | nil, err */
+static int l_session_close(lua_State *L) {
+    session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
     if (!u->s) {
         lua_pushboolean(L, 1);
         return 1;
@@ -1018,18 +1029,13 @@ static int close_session_of(lua_State *L, const char *mt) {
     return 1;
 }
 
-static int l_session_close(lua_State *L) {
-    return close_session_of(L, SESSION_MT);
-}
-
 static void set_size(lua_State *L, const char *k, uint64_t v) {
     lua_pushinteger(L, (lua_Integer)v);
     lua_setfield(L, -2, k);
 }
 
-static int l_session_stats_of(lua_State *L, session_ud *u) {
-    s2_session_stats st;
-    s2_append_session_stats(u->s, &st);
+static int push_session_stats(lua_State *L, const s2_session_stats *stp) {
+    s2_session_stats st = *stp;
     lua_createtable(L, 0, 9);
     set_size(L, "records_submitted", st.records_submitted);
     set_size(L, "inflight_bytes", st.inflight_bytes);
@@ -1044,12 +1050,14 @@ static int l_session_stats_of(lua_State *L, session_ud *u) {
 }
 
 static int l_session_stats(lua_State *L) {
-    return l_session_stats_of(L, check_session(L));
+    s2_session_stats st;
+    s2_append_session_stats(check_session(L)->s, &st);
+    return push_session_stats(L, &st);
 }
 
 static int l_session_gc(lua_State *L) {
     session_ud *u = luaL_checkudata(L, 1, SESSION_MT);
-    if (u->s && s2_session_owned(u->s)) s2_append_session_release(u->s);
+    if (u->s && s2_append_session_owned(u->s)) s2_append_session_release(u->s);
     u->s = NULL;
     return 0;
 }
@@ -1181,7 +1189,7 @@ static int l_client_producer(lua_State *L) {
     o.fencing_token = opt_string(L, 4, "fencing_token", &o.fencing_token_len);
     s2_error err;
     if (!c->rt && !(c->rt = s2_runtime_new(s2_http_config(c->http), &err))) return fail(L, &err);
-    session_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    producer_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->s = NULL;
     luaL_setmetatable(L, PRODUCER_MT);
     lua_pushvalue(L, 1);
@@ -1194,17 +1202,17 @@ static int l_client_producer(lua_State *L) {
     return 1;
 }
 
-static session_ud *check_producer(lua_State *L) {
-    session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
+static producer_ud *check_producer(lua_State *L) {
+    producer_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
     if (!u->s) luaL_error(L, "producer is closed");
-    check_owner(L, u->s);
+    check_owned(L, s2_producer_owned(u->s));
     return u;
 }
 
 /* producer:submit(record [, nowait]) -> record ticket | nil, err
  * With nowait: false instead of waiting when max_inflight_bytes is reached. */
 static int l_producer_submit(lua_State *L) {
-    session_ud *u = check_producer(L);
+    producer_ud *u = check_producer(L);
     lua_settop(L, 3);
     bool nowait = lua_toboolean(L, 3);
     lua_pushvalue(L, 2); /* the record readers work on the top of the stack */
@@ -1230,26 +1238,35 @@ static int l_producer_submit(lua_State *L) {
 }
 
 static int l_producer_flush(lua_State *L) {
-    session_ud *u = check_producer(L);
+    producer_ud *u = check_producer(L);
     s2_error err;
     if (s2_producer_flush(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
 
+/* close([timeout]): seals the open batch without an extra linger, drains, then ends. */
 static int l_producer_close(lua_State *L) {
-    return close_session_of(L, PRODUCER_MT);
+    producer_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
+    if (!u->s) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    s2_error err;
+    if (s2_producer_close(u->s, opt_timeout(L, 2), &err) != 0) return fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static int l_producer_stats(lua_State *L) {
-    check_producer(L);
-    int n = l_session_stats_of(L, luaL_checkudata(L, 1, PRODUCER_MT));
-    return n;
+    s2_session_stats st;
+    s2_producer_stats(check_producer(L)->s, &st);
+    return push_session_stats(L, &st);
 }
 
 static int l_producer_gc(lua_State *L) {
-    session_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
-    if (u->s && s2_session_owned(u->s)) s2_append_session_release(u->s);
+    producer_ud *u = luaL_checkudata(L, 1, PRODUCER_MT);
+    if (u->s && s2_producer_owned(u->s)) s2_producer_release(u->s);
     u->s = NULL;
     return 0;
 }
@@ -1353,7 +1370,7 @@ static int l_client_read_session(lua_State *L) {
     else if (comp && strcmp(comp, "gzip") == 0) ro.compression = S2_COMPRESSION_GZIP;
     s2_error err;
     if (!c->rt && !(c->rt = s2_runtime_new(s2_http_config(c->http), &err))) return fail(L, &err);
-    session_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    reader_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->s = NULL;
     luaL_setmetatable(L, READER_MT);
     lua_pushvalue(L, 1);
@@ -1363,16 +1380,16 @@ static int l_client_read_session(lua_State *L) {
     return 1;
 }
 
-static session_ud *check_reader(lua_State *L) {
-    session_ud *u = luaL_checkudata(L, 1, READER_MT);
+static reader_ud *check_reader(lua_State *L) {
+    reader_ud *u = luaL_checkudata(L, 1, READER_MT);
     if (!u->s) luaL_error(L, "read session is closed");
-    check_owner(L, u->s);
+    check_owned(L, s2_read_session_owned(u->s));
     return u;
 }
 
 /* reader:next([timeout]) -> record | nil (a limit was reached) | nil, err */
 static int l_reader_next(lua_State *L) {
-    session_ud *u = check_reader(L);
+    reader_ud *u = check_reader(L);
     s2_sequenced_record r;
     s2_error err;
     int rc = s2_read_session_next(u->s, opt_timeout(L, 2), &r, &err);
@@ -1387,7 +1404,7 @@ static int l_reader_next(lua_State *L) {
 
 /* reader:status() -> { caught_up, tail, ended, delivered, reconnects, buffered_bytes } */
 static int l_reader_status(lua_State *L) {
-    session_ud *u = check_reader(L);
+    reader_ud *u = check_reader(L);
     s2_read_status st;
     s2_read_session_status(u->s, &st);
     lua_createtable(L, 0, 5);
@@ -1406,11 +1423,10 @@ static int l_reader_status(lua_State *L) {
 }
 
 static int l_reader_close(lua_State *L) {
-    session_ud *u = luaL_checkudata(L, 1, READER_MT);
-    if (u->s && !s2_session_owned(u->s)) u->s = NULL; /* the parent's: leave it alone */
+    reader_ud *u = luaL_checkudata(L, 1, READER_MT);
+    if (u->s && !s2_read_session_owned(u->s)) u->s = NULL; /* the parent's: leave it alone */
     if (u->s) {
-        s2_read_session_close(u->s);
-        s2_append_session_release(u->s);
+        s2_read_session_release(u->s);
         u->s = NULL;
     }
     return 0;

@@ -7,8 +7,21 @@
  *   s2_error.c     error values: server JSON error bodies, retry classification
  *   s2_proto.c     protobuf codec of the S2 v1 messages, metered bytes, batch validation
  *   s2_endpoint.c  endpoint parsing and URL building ({basin} host templates, s2-basin header)
+ *   s2_frame.c     S2S framing (with zstd/gzip), incremental decoder
+ *   s2_json.c      JSON scanning; s2_sse_parse.c: server-sent events
  *   s2_http.c      unary HTTP through libcurl, with retries and backoff
- *   lua_s2.c       the Lua binding (s2.core); the only file that includes lua.h
+ *   s2_retry.c     the retry rule (attempt budget, append policy, final error), the clock
+ *   s2_runtime.c   the I/O thread: epoll loop, timers, HTTP/2 connections (nghttp2, TLS);
+ *                  runs operations through their ops tables (s2_internal.h)
+ *   s2_session.c   append sessions (HTTP/2 stream, or HTTP/1.1 worker), tickets
+ *   s2_producer.c  the producer: owns an append session, hooks on it
+ *   s2_reader.c    read sessions over HTTP/2
+ *   s2_sse.c       read sessions over HTTP/1.1 (SSE); opening a read session
+ *   lua_s2*.c      the Lua binding (s2.core); the only files that include lua.h
+ *
+ * Dependencies point one way (scripts/check-layers.sh checks there is no circle):
+ *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- http, retry
+ *     <- runtime <- { session <- producer ; reader <- sse } <- binding
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
  * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an
@@ -343,7 +356,13 @@ int s2_random_token(char out[33]);
  *     states, ticket states, counters. Held briefly; never across I/O or a wait.
  *   - runtime->cond is broadcast on every change a caller may wait for (a ticket resolved,
  *     capacity freed, a session finished). Callers wait on it; the I/O thread never does.
- *   - Everything else of a session, and all of a connection, belongs to the I/O thread.
+ *   - Everything else of a session, and all of a connection, belongs to the I/O thread;
+ *     for a session over HTTP/1.1, to its own worker thread ("s2-http1", "s2-sse"), which
+ *     takes batches and queues records under mu as the I/O thread does. Name lookups run on
+ *     short-lived "s2-resolve" threads (each job has its own mutex, see s2_runtime.c).
+ *   - Process-wide: live_mu guards the list of runtimes the exit handler drains.
+ *   - The runtime knows a session only as an operation (an s2_op and its ops table, see
+ *     s2_internal.h); a producer is an append session with hooks, not a kind of its own.
  *
  * Append session: batches go out in submission order on one HTTP/2 request stream (S2S
  * framing); acks come back in the same order and resolve tickets FIFO. On a retryable
@@ -351,8 +370,12 @@ int s2_random_token(char out[33]);
  * append retry policy; when it cannot, every outstanding ticket fails with the error. */
 
 typedef struct s2_runtime s2_runtime;
-typedef struct s2_append_session s2_append_session;
 typedef struct s2_ticket s2_ticket;
+/* Handles, one type per kind: a read session cannot be passed where an append session or a
+ * producer is expected. Each is released with its own _release. */
+typedef struct s2_append_session s2_append_session;
+typedef struct s2_producer s2_producer;
+typedef struct s2_read_session s2_read_session;
 
 /* The runtime copies cfg. The thread starts with the first session. */
 s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err);
@@ -422,7 +445,7 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
 void s2_append_session_stats(s2_append_session *s, s2_session_stats *out);
 
 /* False in a forked child for a session made by the parent (its I/O thread is not here). */
-bool s2_session_owned(const s2_append_session *s);
+bool s2_append_session_owned(const s2_append_session *s);
 
 /* Drops the caller's reference. A session not closed yet drains in the background. */
 void s2_append_session_release(s2_append_session *s);
@@ -448,14 +471,20 @@ typedef struct s2_producer_options {
     size_t fencing_token_len;
 } s2_producer_options;
 
-s2_append_session *s2_producer_open(s2_runtime *rt, const char *basin, const char *stream,
-                                    const s2_producer_options *opts, s2_error *err);
+s2_producer *s2_producer_open(s2_runtime *rt, const char *basin, const char *stream,
+                              const s2_producer_options *opts, s2_error *err);
 /* Copies the record into the open batch (waiting up to timeout for capacity). On success
  * *ticket is a new reference to the batch's ticket and *index the record's place in it. */
-int s2_producer_submit(s2_append_session *s, const s2_record *r, double timeout,
-                       s2_ticket **ticket, uint32_t *index, s2_error *err);
+int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout, s2_ticket **ticket,
+                       uint32_t *index, s2_error *err);
 /* Seals the open batch now and waits until everything submitted so far is acked. */
-int s2_producer_flush(s2_append_session *s, double timeout, s2_error *err);
+int s2_producer_flush(s2_producer *p, double timeout, s2_error *err);
+/* As s2_append_session_close (the open batch is sealed without an extra linger). */
+int s2_producer_close(s2_producer *p, double timeout, s2_error *err);
+void s2_producer_stats(s2_producer *p, s2_session_stats *out);
+bool s2_producer_owned(const s2_producer *p);
+/* Drops the caller's reference; what is submitted drains in the background. */
+void s2_producer_release(s2_producer *p);
 
 /* ---- Read sessions (s2_reader.c) -----------------------------------------------------------
  * A GET .../records stream with S2S framing: ReadBatch frames, heartbeats (no records, a
@@ -493,16 +522,18 @@ typedef struct s2_read_status {
     uint64_t buffered_bytes; /* decoded bytes received and not yet taken by the caller */
 } s2_read_status;
 
-s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,
-                                        const s2_read_options *opts, s2_error *err);
+s2_read_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                      const s2_read_options *opts, s2_error *err);
 /* The next record, waiting up to timeout (< 0: forever). 1: *rec filled (valid until the
  * next call); 0: ended (a limit was reached); -1: err (also a timeout: code "timeout"). */
-int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_record *rec,
+int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record *rec,
                          s2_error *err);
-void s2_read_session_status(s2_append_session *s, s2_read_status *out);
-/* Stops reading; buffered records are dropped. Release the handle with
- * s2_append_session_release as for every session. */
-void s2_read_session_close(s2_append_session *s);
+void s2_read_session_status(s2_read_session *s, s2_read_status *out);
+/* Stops reading; buffered records are dropped. */
+void s2_read_session_close(s2_read_session *s);
+bool s2_read_session_owned(const s2_read_session *s);
+/* Closes (if not yet) and drops the caller's reference. */
+void s2_read_session_release(s2_read_session *s);
 
 typedef enum s2_ticket_state {
     S2_TICKET_PENDING = 0,

@@ -407,22 +407,11 @@ done:
 
 int s2_http_call(s2_http *h, const s2_request *req, s2_response *resp, s2_error *err) {
     const s2_config *cfg = &h->cfg;
-    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
     s2_buf_init(&resp->body);
     for (unsigned n = 1;; n++) {
         resp->attempts = n;
         if (attempt(h, req, resp, err) == 0) return 0;
-        bool retry = err->retryable && n < max;
-        if (retry && req->kind == S2_CALL_APPEND &&
-            cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS && !err->no_side_effects)
-            retry = false;
-        if (!retry) {
-            if (n > 1) {
-                size_t len = strlen(err->message);
-                snprintf(err->message + len, sizeof err->message - len, " (after %u attempts)", n);
-            }
-            return -1;
-        }
+        if (!s2_retry_decide(cfg, n, req->kind == S2_CALL_APPEND, err)) return -1;
         sleep_seconds(s2_backoff_with(cfg, n - 1, err->retry_after_ms, &h->rng));
     }
 }

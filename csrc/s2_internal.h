@@ -1,5 +1,6 @@
-/* s2_internal.h — the structs shared by the runtime (I/O thread, connections) and the
- * append session. Not part of the public C API (s2.h). Each field says who owns it:
+/* s2_internal.h — the structs shared by the layers of the core: retry, the runtime (I/O
+ * thread, connections) and the operations it runs (append and read sessions), the producer
+ * on top of an append session. Not part of the public C API (s2.h). Each field says who owns it:
  * "under mu" means runtime->mu must be held; "I/O" means only the I/O thread touches it. */
 #ifndef S2_INTERNAL_H
 #define S2_INTERNAL_H
@@ -77,16 +78,117 @@ typedef enum s2_session_state {
     S2_SESSION_FAILED,  /* failure holds the error every ticket got */
 } s2_session_state;
 
-struct s2_append_session {
+/* ---- retry (s2_retry.c) ------------------------------------------------------------------ */
+
+/* The decision after a failed attempt, the `attempts`-th in a row (1-based): true when
+ * another may be made: err is retryable, the budget (max_attempts) is not spent, and, for an
+ * append whose bytes may have been applied (`append_at_stake`) under
+ * S2_RETRY_NO_SIDE_EFFECTS, err says nothing was applied. When not, err becomes the final
+ * error: its message gains " (after N attempts)" when more than one was made. */
+bool s2_retry_decide(const s2_config *cfg, unsigned attempts, bool append_at_stake,
+                     s2_error *err);
+/* A planned handover (server_draining, an advised reconnect) is taken at most once per
+ * 60 s: true, and *last restarts the clock, when this one may be; false when it counts as a
+ * failure like any other. */
+bool s2_retry_take_handover(double *last, double now);
+
+/* ---- operations: all the runtime knows of a session ---------------------------------------
+ * Each kind of operation (append session over HTTP/2, append session over HTTP/1.1, read
+ * session over HTTP/2, read session over SSE; unary requests later) has its own state struct
+ * whose first member is an s2_op, and a table of functions the runtime calls through. The
+ * runtime never names a kind's functions. All calls are on the I/O thread unless marked
+ * "under mu" (then runtime->mu is held, on any thread). */
+
+typedef struct s2_op s2_op;
+
+/* What an operation's HTTP/2 request stream asks for (ops->request fills it). */
+typedef struct s2_stream_request {
+    const char *method;              /* "GET": no request body; else ops->read_body feeds it */
+    s2_buf path;                     /* after the endpoint's path, encoded, query included */
+    s2_compression accept_encoding;  /* NONE: no accept-encoding header */
+} s2_stream_request;
+
+typedef struct s2_op_ops {
+    const char *kind; /* "append", "append-http1", "read", "read-sse": for debugging */
+    /* Every turn of the loop: take queued work, open a stream when one is needed. */
+    void (*service)(s2_op *op);
+    /* The earliest time the op needs the loop to wake (0: none). */
+    double (*next_deadline)(s2_op *op);
+    /* Fires expired deadlines and backoff timers. */
+    void (*check_timers)(s2_op *op, double now);
+    /* HTTP/2 stream (ops that run on a worker thread of their own never open one). */
+    int (*request)(s2_op *op, s2_stream_request *req, s2_error *err);
+    void (*on_data)(s2_op *op, const uint8_t *p, size_t n);
+    void (*on_stream_close)(s2_op *op, uint32_t h2_error); /* op->stream_id is 0 by then */
+    ssize_t (*read_body)(s2_op *op, uint8_t *buf, size_t len, uint32_t *flags);
+    bool window_on_drain; /* the stream window is given back as the caller drains (readers,
+                           * with s2_runtime_consume), not as data arrives */
+    /* The connection under the stream died (retryable or not, as err says). */
+    void (*on_conn_lost)(s2_op *op, const s2_error *err);
+    /* The server offered no HTTP/2 (ALPN): continue over HTTP/1.1. */
+    void (*switch_http1)(s2_op *op);
+    /* The runtime shuts down: fail everything with err. */
+    void (*abort)(s2_op *op, const s2_error *err);
+    /* Finished: the runtime drops it from its list (and frees it with the last reference). */
+    bool (*done)(s2_op *op);
+    void (*free)(s2_op *op);
+    /* Exit and collection (s2_runtime_drain): stop taking work and report losses from now
+     * on; and whether work is still to be delivered. NULL: not waited for. under mu */
+    void (*drain_locked)(s2_op *op);
+    bool (*drained_locked)(s2_op *op);
+    /* A worker thread of the op's own is still running (the runtime's shutdown waits for
+     * it to finish its current request). NULL: none. under mu */
+    bool (*worker_busy_locked)(s2_op *op);
+} s2_op_ops;
+
+struct s2_op {
+    /* Set before s2_runtime_start_op; changed later only by the I/O thread with mu held (a
+     * switch to HTTP/1.1). So the I/O thread reads it freely, other threads under mu. */
+    const s2_op_ops *ops;
     s2_runtime *rt;
-    struct s2_append_session *next; /* runtime's list; under mu */
+    const char *basin; /* the host of {basin} templates and the s2-basin header (op's own) */
+    s2_op *next;       /* runtime's list; under mu */
+    int refs;          /* under mu: the caller's handle + the runtime's list */
+    /* The stream binding. I/O */
+    s2_conn *conn;
+    int32_t stream_id; /* 0: no request stream */
+    int http_status;
+    uint64_t retry_after_ms; /* retry-after-ms header of a non-200 answer */
+    size_t unconsumed;       /* window_on_drain: DATA bytes not given back yet */
+};
+
+/* ---- append sessions (s2_session.c) ------------------------------------------------------ */
+
+/* What an owner of the session (the producer) adds: the session calls these without
+ * knowing who set them. Set between s2_session_new and s2_append_session_start; constant
+ * after. Each may be NULL. */
+typedef struct s2_append_hooks {
+    void *ud;
+    /* Seal what is being filled into pending (close, release, drain, linger). under mu */
+    void (*seal_locked)(void *ud);
+    /* When what is being filled must be sealed (linger), 0: never. under mu */
+    double (*seal_deadline_locked)(void *ud);
+    /* The session failed: hand over the batch being filled (NULL: none), to fail with the
+     * rest. under mu */
+    s2_batch *(*take_open_locked)(void *ud);
+    /* A batch marked compress_pending, as the I/O thread takes it. */
+    int (*compress)(void *ud, s2_batch *b, s2_error *err);
+    /* A seq_num_mismatch after a resend may mean batches already landed: resolve those;
+     * true when the session can go on by resending the rest. I/O */
+    bool (*recover)(void *ud, const s2_error *err);
+    /* The session is freed. */
+    void (*destroy)(void *ud);
+} s2_append_hooks;
+
+struct s2_append_session {
+    s2_op op; /* first: the runtime's view */
     char *basin;
     char *stream; /* the name, for loss reports */
     char *path; /* "/streams/<encoded>/records" after the endpoint's path */
     s2_session_options opts;
+    s2_append_hooks hooks;
 
     /* under mu */
-    int refs; /* the caller's handle + the runtime's list */
     s2_session_state state;
     bool released;
     bool report_loss; /* no caller can see its tickets any more (handle dropped, client
@@ -99,10 +201,6 @@ struct s2_append_session {
     s2_batch *inflight_head, *inflight_tail; /* taken, unacked, in submission order */
     s2_batch *cursor;                        /* next batch to write on the stream, or NULL */
     size_t cursor_off;
-    s2_conn *conn;
-    int32_t stream_id; /* 0: no request stream */
-    int http_status;
-    uint64_t retry_after_ms; /* retry-after-ms header of a non-200 answer */
     s2_buf error_body;       /* body of a non-200 answer */
     s2_frame_decoder dec;
     bool have_last_end;
@@ -114,115 +212,84 @@ struct s2_append_session {
     bool probing;         /* after a reconnect: only the oldest batch goes out until acked */
     bool resend;          /* the next stream starts by resending the unacked batches */
     bool draining;        /* the server advised a reconnect: finish this stream, move on */
-    double last_advised;  /* when the last advised reconnect began (one per 60 s) */
+    double last_advised;  /* when the last planned handover began (one per 60 s) */
 
-    /* Producer (s2_producer.c): the batch being filled. under mu */
-    bool producer;
-    s2_producer_options popts; /* fencing_token points at fencing_token below */
-    char *fencing_token;
-    s2_batch *open;
-    size_t open_metered;
-    double open_deadline; /* linger expiry, 0: none */
-    bool chain;           /* batches carry a chained match_seq_num */
-    uint64_t next_msn;
-    s2_ticket *last_ticket; /* of the last sealed batch (a reference) */
-
-    /* Read session (s2_reader.c). `reader` and `ropts` are set at open. */
-    bool reader;
-    s2_read_options ropts;
-    /* under mu */
-    s2_rbatch *rq_head, *rq_tail; /* batches for the caller, in order */
-    s2_rbatch *rq_taken;          /* the batch the caller's last record came from */
-    size_t credit;                /* drained bytes of the current stream to give back */
-    size_t rq_bytes;              /* decoded payload bytes queued for the caller */
-    unsigned gen;                 /* current stream generation */
-    s2_read_status rstatus;
-    /* I/O */
-    bool have_next_seq;
-    uint64_t next_seq;           /* resume point: last received seq_num + 1 */
-    uint64_t got_count, got_bytes; /* received so far (for resume) */
-    double last_frame_at;        /* inactivity: 20 s without a frame is a timeout */
-    double last_record_at;       /* for reducing `wait` on resume */
-    size_t unconsumed;           /* DATA bytes of the current stream not given back yet */
-    size_t held;                 /* drained bytes held back while the queue is full */
-
-    /* HTTP/1.1 fallback: a worker thread of the session's own posts the pending batches one
-     * at a time; the I/O thread then leaves the session alone. */
+    /* HTTP/1.1 fallback (ops "append-http1"): a worker thread of the session's own posts the
+     * pending batches one at a time; the I/O thread then leaves the session alone. */
     bool http1;          /* under mu */
     bool worker_started; /* under mu */
     bool worker_done;    /* under mu */
     pthread_t worker;
 };
 
-/* ---- shared by s2_session.c and s2_producer.c ---- */
-
 s2_ticket *s2_ticket_new(s2_runtime *rt);
 void s2_ticket_resolve_locked(s2_ticket *t, const s2_append_ack *ack); /* under mu */
+
+/* Allocates a session, not yet known to the runtime: set hooks, then start it. */
 s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char *stream,
                                   const s2_session_options *opts, s2_error *err);
-int s2_session_register(s2_append_session *s, s2_error *err);
+/* Hands the session to the runtime (and its I/O thread). On failure it is freed (its
+ * destroy hook runs) and -1 returned. */
+int s2_append_session_start(s2_append_session *s, s2_error *err);
 void s2_batch_free(s2_batch *b);
 /* Queues a sealed batch on pending and counts it in flight. under mu */
 void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b);
 /* Resolves the oldest inflight batch with ack, frees it and releases its capacity. I/O. */
 void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack);
-/* Seals the producer's open batch into pending (no-op without one). under mu */
-void s2_producer_seal_locked(s2_append_session *s);
-/* Producer batches are compressed by the I/O thread when it takes them. */
-int s2_producer_compress(s2_append_session *s, s2_batch *b, s2_error *err);
-/* Idempotent producers: a seq_num_mismatch after a resend may mean batches already landed.
- * Resolves those; true when the session can go on by resending the rest. I/O thread. */
-bool s2_producer_recover(s2_append_session *s, const s2_error *err);
 
-/* Reader hooks (s2_reader.c), dispatched from the session's. I/O thread. */
-void s2_reader_service(s2_append_session *s);
-void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n);
-void s2_reader_on_stream_close(s2_append_session *s, uint32_t h2_error);
-void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err);
-double s2_reader_next_deadline(s2_append_session *s);
-void s2_reader_check_timers(s2_append_session *s, double now);
-void s2_reader_free(s2_append_session *s);
+/* ---- read sessions (s2_reader.c; SSE in s2_sse.c) ------------------------------------------ */
+
+struct s2_read_session {
+    s2_op op; /* first: the runtime's view */
+    char *basin;
+    char *path; /* "/streams/<encoded>/records" after the endpoint's path */
+    s2_read_options ropts;
+    /* The HTTP/1.1 (SSE) transport, set by the opener before start (the read session does
+     * not know it): its ops, and what starts its worker thread (under mu). */
+    const s2_op_ops *http1_ops;
+    int (*start_http1)(s2_read_session *s, s2_error *err);
+
+    /* under mu */
+    s2_session_state state; /* OPEN, CLOSED (by the caller) or FAILED */
+    s2_error failure;
+    s2_rbatch *rq_head, *rq_tail; /* batches for the caller, in order */
+    s2_rbatch *rq_taken;          /* the batch the caller's last record came from */
+    size_t credit;                /* drained bytes of the current stream to give back */
+    size_t rq_bytes;              /* decoded payload bytes queued for the caller */
+    unsigned gen;                 /* current stream generation */
+    s2_read_status rstatus;
+    bool worker_started, worker_done; /* the SSE worker */
+    pthread_t worker;
+
+    /* I/O (or the SSE worker, which owns them once it runs) */
+    s2_buf error_body;
+    s2_frame_decoder dec;
+    unsigned attempt;            /* consecutive failed attempts without a record */
+    double retry_at;             /* when to resume after a failure, 0: not waiting */
+    double last_advised;         /* when the last planned handover began (one per 60 s) */
+    bool have_next_seq;
+    uint64_t next_seq;           /* resume point: last received seq_num + 1 */
+    uint64_t got_count, got_bytes; /* received so far (for resume) */
+    double last_frame_at;        /* inactivity: 20 s without a frame is a timeout */
+    double last_record_at;       /* for reducing `wait` on resume */
+    size_t held;                 /* drained bytes held back while the queue is full */
+};
+
+/* Allocates a read session over HTTP/2, not yet known to the runtime. */
+s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const char *stream,
+                                     const s2_read_options *opts, s2_error *err);
+/* Hands it to the runtime; over HTTP/1.1 (start_http1) when asked or when the server
+ * offered no HTTP/2. On failure it is freed and -1 returned. */
+int s2_read_session_start(s2_read_session *s, s2_error *err);
 /* Queues a decoded batch for the caller: 1 queued, 0 heartbeat (freed), -1 error. */
-int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err);
-/* HTTP/1.1 (SSE) reading on a worker thread (s2_sse.c). under mu */
-int s2_reader_start_sse(s2_append_session *s, s2_error *err);
-/* The server offered no HTTP/2: continue over SSE. I/O thread. */
-void s2_reader_switch_sse(s2_append_session *s);
+int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err);
 /* Builds the reader's current path + query (resume-adjusted) into b. */
-int s2_reader_path(s2_append_session *s, s2_buf *b);
-
-/* A planned handover (server_draining, an advised reconnect) is taken at most once per
- * 60 s: true, and the clock restarts, when this one may be; false when it counts as a
- * failure. Append and read sessions alike. I/O thread. */
-bool s2_session_take_handover(s2_append_session *s, double now);
-
-/* ---- called by the runtime on the I/O thread (s2_session.c) ---- */
-
-/* Takes pending batches, handles close/release; may open a stream. */
-void s2_session_service(s2_append_session *s);
-/* The earliest time the session needs the loop to wake (0: none). */
-double s2_session_next_deadline(s2_append_session *s);
-/* Fires expired ack deadlines and backoff timers. */
-void s2_session_check_timers(s2_append_session *s, double now);
-/* Stream events. */
-void s2_session_on_status(s2_append_session *s, int status);
-void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n);
-void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error);
-ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags);
-/* The connection under the stream died. */
-void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err);
-/* The runtime shuts down: fail everything with err. */
-void s2_session_abort(s2_append_session *s, const s2_error *err);
-/* The server offered no HTTP/2 (ALPN): move the session to the HTTP/1.1 fallback. */
-void s2_session_switch_http1(s2_append_session *s);
-/* True when the session is finished and the runtime can drop it. */
-bool s2_session_done(s2_append_session *s);
-void s2_session_free(s2_append_session *s);
-
-/* Exit and collection (s2_runtime_drain): stop taking batches and report losses from now
- * on; and whether the session still holds batches to deliver. under mu */
-void s2_session_drain_locked(s2_append_session *s);
-bool s2_session_drained_locked(const s2_append_session *s);
+int s2_reader_path(s2_read_session *s, s2_buf *b);
+/* The parts of the read ops another transport (SSE) shares. */
+void s2_reader_op_abort(s2_op *op, const s2_error *err);
+bool s2_reader_op_done(s2_op *op);
+void s2_reader_op_free(s2_op *op);
+bool s2_reader_op_worker_busy_locked(s2_op *op);
 
 /* ---- provided by the runtime (s2_runtime.c) ---- */
 
@@ -246,21 +313,22 @@ void s2_runtime_wake(s2_runtime *rt); /* nudge the I/O thread */
 bool s2_runtime_stopping(s2_runtime *rt); /* with mu held */
 bool s2_runtime_http1(s2_runtime *rt);     /* with mu held: the server spoke no HTTP/2 */
 const s2_config *s2_runtime_config(s2_runtime *rt);
-/* Adds the session to the runtime (starting the thread if needed). */
-int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);
-/* Opens an S2S request stream for the session on a suitable connection, or -1 (err) when
- * it cannot start one now; returns 1 when a connection is still being set up (the runtime
- * calls s2_session_service again once it is ready). */
-int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err);
-/* Takes no new streams on the session's connection (the server advised a reconnect). */
-void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s);
-/* Gives n DATA bytes of the session's stream back to its HTTP/2 stream window (the
- * connection window is given back as data arrives). */
-void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n);
+/* Adds the operation to the runtime's list (starting the thread if needed): from now on
+ * the I/O thread calls it through op->ops. */
+int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err);
+/* Opens a request stream for the op (ops->request says what) on a suitable connection, or
+ * -1 (err) when it cannot start one now; returns 1 when a connection is still being set up
+ * (the runtime calls ops->service again once it is ready). */
+int s2_runtime_open_stream(s2_runtime *rt, s2_op *op, s2_error *err);
+/* Takes no new streams on the op's connection (the server advised a reconnect). */
+void s2_runtime_retire_conn(s2_runtime *rt, s2_op *op);
+/* Gives n DATA bytes of the op's stream back to its HTTP/2 stream window (the connection
+ * window is given back as data arrives). */
+void s2_runtime_consume(s2_runtime *rt, s2_op *op, size_t n);
 /* Lets the stream's data provider run again (new batches, or EOF to send). */
-void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s);
-/* Resets and forgets the session's stream (no more callbacks for it). */
-void s2_runtime_cancel_stream(s2_runtime *rt, s2_append_session *s);
+void s2_runtime_resume_stream(s2_runtime *rt, s2_op *op);
+/* Resets and forgets the op's stream (no more callbacks for it). */
+void s2_runtime_cancel_stream(s2_runtime *rt, s2_op *op);
 double s2_runtime_backoff(s2_runtime *rt, unsigned retry, uint64_t retry_after_ms);
 
 /* The backoff formula (s2_http.c), with the caller's jitter state. */

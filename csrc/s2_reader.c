@@ -3,7 +3,9 @@
  * The I/O thread decodes ReadBatch frames into a queue (rq_*, under runtime->mu); the
  * caller takes records one at a time. DATA bytes are given back to HTTP/2 flow control only
  * as the caller drains batches, so the window bounds what a slow consumer buffers.
- * Heartbeats update the tail and the caught-up flag and are not queued. */
+ * Heartbeats update the tail and the caught-up flag and are not queued. The runtime drives
+ * it through read_ops; over HTTP/1.1 the opener's transport (s2_sse.c) takes over through
+ * the http1_ops / start_http1 it set, so this file does not know SSE. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,36 +22,101 @@ static void rbatch_free(s2_rbatch *b) {
     free(b);
 }
 
-s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,
-                                        const s2_read_options *opts, s2_error *err) {
-    s2_session_options so = {.compression = opts->compression};
-    s2_append_session *s = s2_session_new(rt, basin, stream, &so, err);
-    if (!s) return NULL;
-    s->reader = true;
+static const s2_op_ops read_ops;
+
+s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const char *stream,
+                                     const s2_read_options *opts, s2_error *err) {
+    s2_read_session *s = calloc(1, sizeof *s);
+    s2_buf path;
+    s2_buf_init(&path);
+    if (!s) goto nomem;
+    s->op.rt = rt;
+    s->op.ops = &read_ops;
     s->ropts = *opts;
+    s->basin = strdup(basin);
+    if (!s->basin || s2_buf_append_str(&path, "/streams/") != 0 ||
+        s2_buf_append_urlencoded(&path, (const uint8_t *)stream, strlen(stream)) != 0 ||
+        s2_buf_append_str(&path, "/records") != 0)
+        goto nomem;
+    s->path = (char *)path.data;
+    s->op.basin = s->basin;
+    s->op.refs = 2; /* the caller's handle and the runtime's list */
     s->last_frame_at = s->last_record_at = s2_now();
-    s->http1 = opts->http1; /* before the I/O thread can see the session */
-    if (s2_session_register(s, err) != 0) return NULL;
-    s2_runtime_lock(rt);
-    int rc = (opts->http1 || s2_runtime_http1(rt)) ? s2_reader_start_sse(s, err) : 0;
-    s2_runtime_unlock(rt);
-    if (rc != 0) {
-        s2_read_session_close(s);
-        s2_append_session_release(s);
-        return NULL;
-    }
+    s2_buf_init(&s->error_body);
+    s2_frame_decoder_init(&s->dec);
+    s2_runtime_ref(rt); /* dropped by s2_reader_op_free */
     return s;
+nomem:
+    if (s) free(s->basin);
+    free(s);
+    s2_buf_free(&path);
+    s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a read session");
+    return NULL;
 }
 
-void s2_reader_free(s2_append_session *s) {
+int s2_read_session_start(s2_read_session *s, s2_error *err) {
+    s2_runtime *rt = s->op.rt;
+    s2_runtime_lock(rt);
+    bool http1 = (s->ropts.http1 || s2_runtime_http1(rt)) && s->http1_ops;
+    s2_runtime_unlock(rt);
+    if (http1) s->op.ops = s->http1_ops; /* before the I/O thread can see the session */
+    if (s2_runtime_start_op(rt, &s->op, err) != 0) {
+        s2_reader_op_free(&s->op);
+        return -1;
+    }
+    s2_runtime_lock(rt);
+    int rc = http1 ? s->start_http1(s, err) : 0;
+    s2_runtime_unlock(rt);
+    if (rc != 0) {
+        s2_read_session_release(s);
+        return -1;
+    }
+    return 0;
+}
+
+void s2_reader_op_free(s2_op *op) {
+    s2_read_session *s = (s2_read_session *)op;
+    if (s->worker_started) pthread_join(s->worker, NULL);
     for (s2_rbatch *b = s->rq_head, *next; b; b = next) {
         next = b->next;
         rbatch_free(b);
     }
-    s->rq_head = s->rq_tail = NULL;
+    s2_buf_free(&s->error_body);
+    s2_frame_decoder_free(&s->dec);
+    free(s->basin);
+    free(s->path);
+    s2_runtime *rt = s->op.rt;
+    free(s);
+    s2_runtime_unref(rt);
 }
 
-int s2_reader_path(s2_append_session *s, s2_buf *b) {
+bool s2_reader_op_done(s2_op *op) {
+    s2_read_session *s = (s2_read_session *)op;
+    s2_runtime_lock(s->op.rt);
+    bool done = (s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED) &&
+                !s->op.stream_id && (!s->worker_started || s->worker_done);
+    s2_runtime_unlock(s->op.rt);
+    return done;
+}
+
+bool s2_reader_op_worker_busy_locked(s2_op *op) {
+    s2_read_session *s = (s2_read_session *)op;
+    return s->worker_started && !s->worker_done;
+}
+
+void s2_reader_op_abort(s2_op *op, const s2_error *err) {
+    s2_read_session *s = (s2_read_session *)op;
+    s2_runtime_cancel_stream(s->op.rt, &s->op);
+    s2_runtime_lock(s->op.rt);
+    if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
+        s->state = S2_SESSION_FAILED;
+        s->failure = *err;
+    }
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
+}
+
+int s2_reader_path(s2_read_session *s, s2_buf *b) {
     const s2_read_options *o = &s->ropts;
     char part[96];
     int rc = s2_buf_append_str(b, s->path);
@@ -86,71 +153,76 @@ int s2_reader_path(s2_append_session *s, s2_buf *b) {
 
 /* Forgets the current stream: batches already queued from it will not credit the next
  * stream (its connection-window bytes went back as they arrived). */
-static void drop_stream(s2_append_session *s) {
-    s->unconsumed = s->held = 0;
-    s2_runtime_cancel_stream(s->rt, s);
-    s->http_status = 0;
-    s->retry_after_ms = 0;
+static void drop_stream(s2_read_session *s) {
+    s->op.unconsumed = s->held = 0;
+    s2_runtime_cancel_stream(s->op.rt, &s->op);
+    s->op.http_status = 0;
+    s->op.retry_after_ms = 0;
     s->error_body.len = 0;
     s2_frame_decoder_reset(&s->dec);
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s->gen++;
     s->credit = 0;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
-static void reader_fail(s2_append_session *s, const s2_error *err) {
+static void reader_fail(s2_read_session *s, const s2_error *err) {
     drop_stream(s);
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
     s->retry_at = 0;
 }
 
-void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err) {
-    const s2_config *cfg = s2_runtime_config(s->rt);
+static void attempt_failed(s2_read_session *s, const s2_error *err) {
+    const s2_config *cfg = s2_runtime_config(s->op.rt);
     double now = s2_now();
-    if (strcmp(err->code, "server_draining") == 0 && s2_session_take_handover(s, now)) {
+    if (strcmp(err->code, "server_draining") == 0 &&
+        s2_retry_take_handover(&s->last_advised, now)) {
         /* A planned handover: resume at once on a fresh connection, no attempt used (once
          * per 60 s; more often it counts like any failure). */
-        s2_runtime_retire_conn(s->rt, s);
+        s2_runtime_retire_conn(s->op.rt, &s->op);
         drop_stream(s);
         s->retry_at = now;
-        s2_runtime_lock(s->rt);
+        s2_runtime_lock(s->op.rt);
         s->rstatus.reconnects++;
-        s2_runtime_unlock(s->rt);
+        s2_runtime_unlock(s->op.rt);
         return;
     }
     drop_stream(s);
-    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
-    if (!err->retryable || s->attempt + 1 >= max) {
-        s2_error final = *err;
-        if (s->attempt > 0) {
-            size_t len = strlen(final.message);
-            snprintf(final.message + len, sizeof final.message - len, " (after %u attempts)",
-                     s->attempt + 1);
-        }
+    s2_error final = *err;
+    if (!s2_retry_decide(cfg, s->attempt + 1, false, &final)) {
         reader_fail(s, &final);
         return;
     }
-    s->retry_at = s2_now() + s2_runtime_backoff(s->rt, s->attempt, err->retry_after_ms);
+    s->retry_at = s2_now() + s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
     s->attempt++;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s->rstatus.reconnects++;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
-void s2_reader_switch_sse(s2_append_session *s) {
+/* The server offered no HTTP/2: the opener's HTTP/1.1 transport continues (from where
+ * this one got to). */
+static void read_switch_http1(s2_op *op) {
+    s2_read_session *s = (s2_read_session *)op;
     drop_stream(s);
     s->retry_at = 0;
     s2_error err;
-    s2_runtime_lock(s->rt);
-    int rc = s2_reader_start_sse(s, &err);
-    s2_runtime_unlock(s->rt);
+    int rc = 0;
+    s2_runtime_lock(s->op.rt);
+    if (s->http1_ops) {
+        s->op.ops = s->http1_ops;
+        rc = s->start_http1(s, &err);
+    } else {
+        rc = s2_fail(&err, S2_E_CONNECTION, "connection_failed",
+                     "the server offers no HTTP/2 and this read has no HTTP/1.1 transport");
+    }
+    s2_runtime_unlock(s->op.rt);
     if (rc != 0) reader_fail(s, &err);
 }
 
@@ -158,67 +230,58 @@ void s2_reader_switch_sse(s2_append_session *s) {
  * window's worth of decoded bytes queued: compressed batches count at their decompressed
  * size, so a slow consumer of compressed data holds at most one window decoded in its
  * queue plus what the open grant (one window of wire bytes) decodes to. */
-static void give_back(s2_append_session *s, size_t credit) {
+static void give_back(s2_read_session *s, size_t credit) {
     s->held += credit;
     if (!s->held) return;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     size_t queued = s->rq_bytes;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     if (queued >= S2_H2_WINDOW) return;
     size_t n = s->held;
     s->held = 0;
-    s2_runtime_consume(s->rt, s, n);
+    s2_runtime_consume(s->op.rt, &s->op, n);
 }
 
-void s2_reader_service(s2_append_session *s) {
-    s2_runtime_lock(s->rt);
-    if (s->http1) { /* the SSE worker reads */
-        s2_runtime_unlock(s->rt);
-        return;
-    }
+static void read_service(s2_op *op) {
+    s2_read_session *s = (s2_read_session *)op;
+    s2_runtime_lock(s->op.rt);
     s2_session_state state = s->state;
     bool ended = s->rstatus.ended;
     size_t credit = s->credit;
     s->credit = 0;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     if (state != S2_SESSION_OPEN) { /* closed by the caller, or failed */
-        if (s->stream_id || s->conn) drop_stream(s);
+        if (s->op.stream_id || s->op.conn) drop_stream(s);
         return;
     }
-    if (s->stream_id) give_back(s, credit);
-    if (ended || s->retry_at || s->stream_id) return;
+    if (s->op.stream_id) give_back(s, credit);
+    if (ended || s->retry_at || s->op.stream_id) return;
     s2_error err;
-    int rc = s2_runtime_open_stream(s->rt, s, &err);
-    if (rc < 0) s2_reader_attempt_failed(s, &err);
+    int rc = s2_runtime_open_stream(s->op.rt, &s->op, &err);
+    if (rc < 0) attempt_failed(s, &err);
     if (rc == 0) s->last_frame_at = s2_now();
 }
 
-double s2_reader_next_deadline(s2_append_session *s) {
-    s2_runtime_lock(s->rt);
-    bool http1 = s->http1;
-    s2_runtime_unlock(s->rt);
-    if (http1) return 0;
+static double read_next_deadline(s2_op *op) {
+    s2_read_session *s = (s2_read_session *)op;
     if (s->retry_at) return s->retry_at;
-    if (s->stream_id) return s->last_frame_at + INACTIVITY_TIMEOUT;
+    if (s->op.stream_id) return s->last_frame_at + INACTIVITY_TIMEOUT;
     return 0;
 }
 
-void s2_reader_check_timers(s2_append_session *s, double now) {
-    s2_runtime_lock(s->rt);
-    bool http1 = s->http1;
-    s2_runtime_unlock(s->rt);
-    if (http1) return;
+static void read_check_timers(s2_op *op, double now) {
+    s2_read_session *s = (s2_read_session *)op;
     if (s->retry_at && now >= s->retry_at) {
         s->retry_at = 0;
-        s2_reader_service(s);
+        read_service(op);
         return;
     }
-    if (s->stream_id && now - s->last_frame_at >= INACTIVITY_TIMEOUT) {
+    if (s->op.stream_id && now - s->last_frame_at >= INACTIVITY_TIMEOUT) {
         s2_error err;
         s2_fail(&err, S2_E_TIMEOUT, "timeout", "no data or heartbeat for %.0f s",
                 INACTIVITY_TIMEOUT);
         err.retryable = true;
-        s2_reader_attempt_failed(s, &err);
+        attempt_failed(s, &err);
     }
 }
 
@@ -235,7 +298,7 @@ static size_t metered(const s2_sequenced_record *r) {
 
 /* Accounts a decoded batch (or heartbeat) and queues it for the caller. Returns 1 when
  * queued, 0 for a heartbeat (b is freed), -1 on an ordering violation (b is freed). */
-int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err) {
+int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err) {
     size_t n = b->batch.num_records;
     for (size_t i = 0; i < n; i++) {
         const s2_sequenced_record *r = &b->batch.records[i];
@@ -259,7 +322,7 @@ int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err) {
         s->have_next_seq = true;
         s->next_seq = b->batch.tail.seq_num;
     }
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s2_read_status *st = &s->rstatus;
     if (b->batch.has_tail) {
         st->has_tail = true;
@@ -275,8 +338,8 @@ int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err) {
         else s->rq_head = b;
         s->rq_tail = b;
     }
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
     if (!n) {
         rbatch_free(b);
         return 0;
@@ -285,7 +348,7 @@ int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err) {
 }
 
 /* One regular frame: a batch for the caller, or a heartbeat. */
-static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
+static int take_batch(s2_read_session *s, const s2_frame *f, s2_error *err) {
     s2_rbatch *b = calloc(1, sizeof *b);
     if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
     s2_buf_init(&b->payload);
@@ -300,17 +363,18 @@ static int take_batch(s2_append_session *s, const s2_frame *f, s2_error *err) {
     b->wire_bytes = f->wire_len;
     int rc = s2_reader_enqueue(s, b, err);
     if (rc == 0) /* a heartbeat: its bytes go straight back to the window */
-        s2_runtime_consume(s->rt, s, f->wire_len < s->unconsumed ? f->wire_len : s->unconsumed);
+        s2_runtime_consume(s->op.rt, &s->op, f->wire_len < s->op.unconsumed ? f->wire_len : s->op.unconsumed);
     return rc < 0 ? -1 : 0;
 }
 
-void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
+static void read_on_data(s2_op *op, const uint8_t *p, size_t n) {
+    s2_read_session *s = (s2_read_session *)op;
     s->last_frame_at = s2_now();
-    s->unconsumed += n;
-    if (s->http_status != 200) {
+    s->op.unconsumed += n;
+    if (s->op.http_status != 200) {
         size_t room = s->error_body.len < 65536 ? 65536 - s->error_body.len : 0;
         if (room) s2_buf_append(&s->error_body, p, n < room ? n : room);
-        s2_runtime_consume(s->rt, s, n);
+        s2_runtime_consume(s->op.rt, &s->op, n);
         return;
     }
     s2_error err;
@@ -320,15 +384,15 @@ void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
     }
     s2_frame f;
     int rc;
-    int32_t stream = s->stream_id;
-    while (s->stream_id == stream && stream && (rc = s2_frame_next(&s->dec, &f, &err)) != 0) {
+    int32_t stream = s->op.stream_id;
+    while (s->op.stream_id == stream && stream && (rc = s2_frame_next(&s->dec, &f, &err)) != 0) {
         if (rc < 0) {
             reader_fail(s, &err);
             return;
         }
         if (f.terminal) {
             s2_error_from_response(&err, f.status, f.payload, f.len);
-            s2_reader_attempt_failed(s, &err);
+            attempt_failed(s, &err);
             return;
         }
         bool advised = f.reconnect;
@@ -340,49 +404,50 @@ void s2_reader_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
             /* The server is going away: this batch is delivered, continue elsewhere: on a
              * fresh connection, as the append path does (the advised one takes no new
              * streams). */
-            s2_runtime_retire_conn(s->rt, s);
+            s2_runtime_retire_conn(s->op.rt, &s->op);
             drop_stream(s);
-            s2_runtime_lock(s->rt);
+            s2_runtime_lock(s->op.rt);
             s->rstatus.reconnects++;
-            s2_runtime_unlock(s->rt);
+            s2_runtime_unlock(s->op.rt);
             return;
         }
     }
 }
 
-void s2_reader_on_stream_close(s2_append_session *s, uint32_t h2_error) {
+static void read_on_stream_close(s2_op *op, uint32_t h2_error) {
+    s2_read_session *s = (s2_read_session *)op;
     s2_error err;
     if (h2_error != 0) {
         s2_fail(&err, S2_E_CONNECTION, "connection_failed", "the server reset the stream (%s)",
                 nghttp2_http2_strerror(h2_error));
         err.retryable = true;
-        s2_reader_attempt_failed(s, &err);
+        attempt_failed(s, &err);
         return;
     }
-    if (s->http_status != 200) {
-        s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
+    if (s->op.http_status != 200) {
+        s2_error_from_response(&err, s->op.http_status ? s->op.http_status : 502, s->error_body.data,
                                s->error_body.len);
-        err.retry_after_ms = s->retry_after_ms;
-        s2_reader_attempt_failed(s, &err);
+        err.retry_after_ms = s->op.retry_after_ms;
+        attempt_failed(s, &err);
         return;
     }
     /* A clean end: a limit (count, bytes, until, wait) was reached. */
     drop_stream(s);
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s->rstatus.ended = true;
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
 /* ---- caller side ----------------------------------------------------------------------------- */
 
-int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_record *rec,
+int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record *rec,
                          s2_error *err) {
     double deadline = timeout < 0 ? -1 : s2_now() + timeout;
     bool wake = false;
     int rc;
     s2_rbatch *drained = NULL;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     for (;;) {
         s2_rbatch *b = s->rq_head;
         while (b && b->pos >= b->batch.num_records) { /* fully handed out: give it back */
@@ -413,21 +478,21 @@ int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_reco
             break;
         }
         if (wake) { /* let the I/O thread open the window before we sleep */
-            s2_runtime_unlock(s->rt);
-            s2_runtime_wake(s->rt);
+            s2_runtime_unlock(s->op.rt);
+            s2_runtime_wake(s->op.rt);
             wake = false;
-            s2_runtime_lock(s->rt);
+            s2_runtime_lock(s->op.rt);
             continue;
         }
-        if (!s2_runtime_wait(s->rt, deadline)) {
+        if (!s2_runtime_wait(s->op.rt, deadline)) {
             s2_fail(err, S2_E_TIMEOUT, "timeout", "no record within %.3f s", timeout);
             err->retryable = true;
             rc = -1;
             break;
         }
     }
-    s2_runtime_unlock(s->rt);
-    if (wake) s2_runtime_wake(s->rt);
+    s2_runtime_unlock(s->op.rt);
+    if (wake) s2_runtime_wake(s->op.rt);
     while (drained) {
         s2_rbatch *next = drained->next;
         rbatch_free(drained);
@@ -436,17 +501,65 @@ int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_reco
     return rc;
 }
 
-void s2_read_session_status(s2_append_session *s, s2_read_status *out) {
-    s2_runtime_lock(s->rt);
+void s2_read_session_status(s2_read_session *s, s2_read_status *out) {
+    s2_runtime_lock(s->op.rt);
     *out = s->rstatus;
     out->buffered_bytes = s->rq_bytes;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
-void s2_read_session_close(s2_append_session *s) {
-    s2_runtime_lock(s->rt);
+void s2_read_session_close(s2_read_session *s) {
+    s2_runtime_lock(s->op.rt);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSED;
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
-    s2_runtime_wake(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
+    s2_runtime_wake(s->op.rt);
 }
+
+bool s2_read_session_owned(const s2_read_session *s) {
+    return s2_runtime_owned(s->op.rt);
+}
+
+void s2_read_session_release(s2_read_session *s) {
+    s2_read_session_close(s); /* buffered records are dropped */
+    s2_runtime_lock(s->op.rt);
+    bool last = --s->op.refs == 0;
+    s2_runtime_unlock(s->op.rt);
+    if (last) s2_reader_op_free(&s->op);
+    else s2_runtime_wake(s->op.rt);
+}
+
+/* ---- the ops table ------------------------------------------------------------------------- */
+
+static int read_request(s2_op *op, s2_stream_request *req, s2_error *err) {
+    s2_read_session *s = (s2_read_session *)op;
+    req->method = "GET";
+    req->accept_encoding = s->ropts.compression;
+    if (s2_reader_path(s, &req->path) != 0)
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a read stream");
+    return 0;
+}
+
+static void read_on_conn_lost(s2_op *op, const s2_error *err) {
+    attempt_failed((s2_read_session *)op, err);
+}
+
+static const s2_op_ops read_ops = {
+    .kind = "read",
+    .service = read_service,
+    .next_deadline = read_next_deadline,
+    .check_timers = read_check_timers,
+    .request = read_request,
+    .on_data = read_on_data,
+    .on_stream_close = read_on_stream_close,
+    .read_body = NULL, /* GET */
+    .window_on_drain = true,
+    .on_conn_lost = read_on_conn_lost,
+    .switch_http1 = read_switch_http1,
+    .abort = s2_reader_op_abort,
+    .done = s2_reader_op_done,
+    .free = s2_reader_op_free,
+    .drain_locked = NULL, /* read sessions are not waited for */
+    .drained_locked = NULL,
+    .worker_busy_locked = s2_reader_op_worker_busy_locked,
+};

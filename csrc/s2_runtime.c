@@ -2,15 +2,16 @@
  *
  * One thread per runtime, started with the first session. It sleeps in epoll_wait on the
  * connections' sockets and an eventfd that callers write to when they queue work. Each
- * turn of the loop: service every session (take queued batches, open streams), let nghttp2
- * write what it has, wait, read, run timers, drop what is finished.
+ * turn of the loop: service every operation (take queued batches, open streams), let nghttp2
+ * write what it has, wait, read, run timers, drop what is finished. Operations (append and
+ * read sessions) are known only through their ops table (s2_internal.h).
  *
  * Connections are keyed by authority (host:port) and shared by every session of the client
  * up to the server's concurrent-stream limit (at most 100 here, as in the official SDKs);
  * then another is opened. http:// speaks HTTP/2 with prior knowledge (what s2-lite serves);
  * https:// negotiates h2 by ALPN, with certificate and host-name verification.
  *
- * Locking: see s2.h. This file holds runtime->mu only around the session list and state
+ * Locking: see s2.h. This file holds runtime->mu only around the operation list and state
  * flags; nghttp2 and the sockets are touched by the I/O thread alone. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -100,7 +101,7 @@ struct s2_runtime {
     /* under mu */
     bool started;
     bool stopping;
-    s2_append_session *sessions;
+    s2_op *ops; /* the operations, newest first */
     s2_runtime_stats stats;
     bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
     uint64_t progress; /* bumped on every broadcast: capacity freed, tickets resolved, ... */
@@ -280,7 +281,7 @@ nomem:
 
 static void *io_main(void *arg);
 
-int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err) {
+int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err) {
     s2_runtime_lock(rt);
     if (rt->stopping) {
         s2_runtime_unlock(rt);
@@ -295,8 +296,8 @@ int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err) 
         }
         rt->started = true;
     }
-    s->next = rt->sessions;
-    rt->sessions = s;
+    op->next = rt->ops;
+    rt->ops = op;
     s2_runtime_unlock(rt);
     s2_runtime_wake(rt);
     return 0;
@@ -405,8 +406,8 @@ static void *resolve_main(void *arg) {
 }
 
 static bool all_drained_locked(s2_runtime *rt) {
-    for (s2_append_session *s = rt->sessions; s; s = s->next)
-        if (!s2_session_drained_locked(s)) return false;
+    for (s2_op *op = rt->ops; op; op = op->next)
+        if (op->ops->drained_locked && !op->ops->drained_locked(op)) return false;
     return true;
 }
 
@@ -421,7 +422,8 @@ bool s2_runtime_drain(s2_runtime *rt, const char *why) {
     s2_fail(&rt->stop_reason, S2_E_CLOSED, "closed",
             "%s before they were acknowledged (drain_timeout %g s)", why, timeout);
     rt->has_stop_reason = true;
-    for (s2_append_session *s = rt->sessions; s; s = s->next) s2_session_drain_locked(s);
+    for (s2_op *op = rt->ops; op; op = op->next)
+        if (op->ops->drain_locked) op->ops->drain_locked(op);
     s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond for sealed batches */
     s2_runtime_unlock(rt);
     s2_runtime_wake(rt);
@@ -466,10 +468,10 @@ static void conn_fail(s2_conn *c, const s2_error *err) {
     c->state = CONN_DEAD;
     c->failure = *err;
     s2_runtime_lock(c->rt);
-    s2_append_session *list = c->rt->sessions;
+    s2_op *list = c->rt->ops;
     s2_runtime_unlock(c->rt);
-    for (s2_append_session *s = list; s; s = s->next)
-        if (s->conn == c) s2_session_on_conn_lost(s, err);
+    for (s2_op *op = list; op; op = op->next)
+        if (op->conn == c) op->ops->on_conn_lost(op, err);
 }
 
 static void conn_free(s2_conn *c) {
@@ -562,7 +564,7 @@ static void conn_flush(s2_conn *c) {
 
 /* ---- nghttp2 callbacks ----------------------------------------------------------------------- */
 
-static s2_append_session *stream_session(nghttp2_session *h2, int32_t id) {
+static s2_op *stream_op(nghttp2_session *h2, int32_t id) {
     return nghttp2_session_get_stream_user_data(h2, id);
 }
 
@@ -572,17 +574,17 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     (void)flags;
     (void)ud;
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-    s2_append_session *s = stream_session(h2, frame->hd.stream_id);
-    if (!s) return 0;
+    s2_op *op = stream_op(h2, frame->hd.stream_id);
+    if (!op) return 0;
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
-        s2_session_on_status(s, status);
+        op->http_status = status;
     } else if (namelen == 14 && memcmp(name, "retry-after-ms", 14) == 0) {
         uint64_t ms = 0;
         for (size_t i = 0; i < valuelen && value[i] >= '0' && value[i] <= '9' && ms < 86400000u; i++)
             ms = ms * 10 + (uint64_t)(value[i] - '0');
-        s->retry_after_ms = ms;
+        op->retry_after_ms = ms;
     }
     return 0;
 }
@@ -596,23 +598,23 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
                          const uint8_t *data, size_t len, void *ud) {
     (void)flags;
     (void)ud;
-    s2_append_session *s = stream_session(h2, stream_id);
+    s2_op *op = stream_op(h2, stream_id);
     nghttp2_session_consume_connection(h2, len);
-    if (!s) return 0;
-    if (!s->reader) nghttp2_session_consume_stream(h2, stream_id, len);
-    s2_session_on_data(s, data, len);
+    if (!op) return 0;
+    if (!op->ops->window_on_drain) nghttp2_session_consume_stream(h2, stream_id, len);
+    op->ops->on_data(op, data, len);
     return 0;
 }
 
 static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
                            void *ud) {
     s2_conn *c = ud;
-    s2_append_session *s = stream_session(h2, stream_id);
-    if (!s) return 0; /* cancelled by us; already accounted */
+    s2_op *op = stream_op(h2, stream_id);
+    if (!op) return 0; /* cancelled by us; already accounted */
     nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
     if (c->streams) c->streams--;
-    s->stream_id = 0; /* the stream is gone; the session must not reset it again */
-    s2_session_on_stream_close(s, error_code);
+    op->stream_id = 0; /* the stream is gone; the op must not reset it again */
+    op->ops->on_stream_close(op, error_code);
     return 0;
 }
 
@@ -630,8 +632,8 @@ static ssize_t read_body(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, s
     (void)h2;
     (void)stream_id;
     (void)ud;
-    s2_append_session *s = src->ptr;
-    return s2_session_read_body(s, buf, len, flags);
+    s2_op *op = src->ptr;
+    return op->ops->read_body(op, buf, len, flags);
 }
 
 static int conn_start_h2(s2_conn *c, s2_error *err) {
@@ -710,10 +712,10 @@ static int conn_tls_step(s2_conn *c) {
             /* No HTTP/2 on this path: sessions continue over HTTP/1.1, one batch at a time. */
             s2_runtime_lock(c->rt);
             c->rt->http1 = true;
-            s2_append_session *list = c->rt->sessions;
+            s2_op *list = c->rt->ops;
             s2_runtime_unlock(c->rt);
-            for (s2_append_session *s = list; s; s = s->next)
-                if (s->conn == c) s2_session_switch_http1(s);
+            for (s2_op *op = list; op; op = op->next)
+                if (op->conn == c) op->ops->switch_http1(op);
             s2_fail(&err, S2_E_CONNECTION, "connection_failed",
                     "%s did not agree to HTTP/2 (ALPN h2)", c->authority);
             err.no_side_effects = true;
@@ -988,7 +990,7 @@ static s2_conn *find_conn(s2_runtime *rt, const char *host, int port) {
     return NULL;
 }
 
-int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) {
+int s2_runtime_open_stream(s2_runtime *rt, s2_op *s, s2_error *err) {
     const s2_endpoint *ep = &rt->cfg.basin;
     char host[300];
     if (ep->basin_template) snprintf(host, sizeof host, "%s.%s", s->basin, ep->host);
@@ -1011,26 +1013,27 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     if (c->state != CONN_READY) return 1;
 
     char path[1200], auth[600];
-    if (s->reader) {
-        s2_buf q;
-        s2_buf_init(&q);
-        if (s2_reader_path(s, &q) != 0 || q.len + strlen(ep->path) >= sizeof path) {
-            s2_buf_free(&q);
-            return s2_fail(err, S2_E_INVALID, "invalid", "read request path too long");
-        }
-        snprintf(path, sizeof path, "%s%s", ep->path, (const char *)q.data);
-        s2_buf_free(&q);
-    } else {
-        snprintf(path, sizeof path, "%s%s", ep->path, s->path);
+    s2_stream_request req = {.method = "POST"};
+    s2_buf_init(&req.path);
+    if (s->ops->request(s, &req, err) != 0) {
+        s2_buf_free(&req.path);
+        return -1;
     }
+    if (req.path.len + strlen(ep->path) >= sizeof path) {
+        s2_buf_free(&req.path);
+        return s2_fail(err, S2_E_INVALID, "invalid", "request path too long");
+    }
+    snprintf(path, sizeof path, "%s%.*s", ep->path, (int)req.path.len, (const char *)req.path.data);
+    s2_buf_free(&req.path);
+    bool has_body = strcmp(req.method, "GET") != 0;
     snprintf(auth, sizeof auth, "Bearer %s", rt->cfg.access_token);
     const char *scheme = ep->https ? "https" : "http";
-    const char *encoding = s->opts.compression == S2_COMPRESSION_ZSTD   ? "zstd"
-                           : s->opts.compression == S2_COMPRESSION_GZIP ? "gzip"
+    const char *encoding = req.accept_encoding == S2_COMPRESSION_ZSTD   ? "zstd"
+                           : req.accept_encoding == S2_COMPRESSION_GZIP ? "gzip"
                                                                         : NULL;
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
     nghttp2_nv nva[9] = {
-        NV(":method", s->reader ? "GET" : "POST"),
+        NV(":method", req.method),
         NV(":scheme", scheme),
         NV(":authority", c->authority),
         NV(":path", path),
@@ -1043,7 +1046,7 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     if (encoding) nva[n++] = (nghttp2_nv)NV("accept-encoding", encoding);
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
-    int32_t id = nghttp2_submit_request(c->h2, NULL, nva, n, s->reader ? NULL : &prd, s);
+    int32_t id = nghttp2_submit_request(c->h2, NULL, nva, n, has_body ? &prd : NULL, s);
     if (id < 0) {
         s->conn = NULL;
         s2_fail(err, S2_E_CONNECTION, "connection_failed", "cannot open a stream: %s",
@@ -1056,7 +1059,7 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_append_session *s, s2_error *err) 
     return 0;
 }
 
-void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n) {
+void s2_runtime_consume(s2_runtime *rt, s2_op *s, size_t n) {
     (void)rt;
     /* Stream window only: the connection window was given back when the bytes arrived. */
     s2_conn *c = s->conn;
@@ -1066,18 +1069,18 @@ void s2_runtime_consume(s2_runtime *rt, s2_append_session *s, size_t n) {
     s->unconsumed -= n;
 }
 
-void s2_runtime_retire_conn(s2_runtime *rt, s2_append_session *s) {
+void s2_runtime_retire_conn(s2_runtime *rt, s2_op *s) {
     (void)rt;
     if (s->conn) s->conn->goaway = true;
 }
 
-void s2_runtime_resume_stream(s2_runtime *rt, s2_append_session *s) {
+void s2_runtime_resume_stream(s2_runtime *rt, s2_op *s) {
     (void)rt;
     if (s->conn && s->conn->state == CONN_READY && s->stream_id)
         nghttp2_session_resume_data(s->conn->h2, s->stream_id);
 }
 
-void s2_runtime_cancel_stream(s2_runtime *rt, s2_append_session *s) {
+void s2_runtime_cancel_stream(s2_runtime *rt, s2_op *s) {
     (void)rt;
     s2_conn *c = s->conn;
     if (c && s->stream_id) {
@@ -1093,25 +1096,25 @@ void s2_runtime_cancel_stream(s2_runtime *rt, s2_append_session *s) {
 
 /* ---- the loop ------------------------------------------------------------------------------------ */
 
-static s2_append_session *session_list(s2_runtime *rt) {
+static s2_op *op_list(s2_runtime *rt) {
     s2_runtime_lock(rt);
-    s2_append_session *s = rt->sessions;
+    s2_op *op = rt->ops;
     s2_runtime_unlock(rt);
-    return s;
+    return op;
 }
 
-/* Drops finished sessions from the list (and frees those nobody holds any more). */
-static void reap_sessions(s2_runtime *rt) {
-    for (s2_append_session *s = session_list(rt), *next; s; s = next) {
-        next = s->next;
-        if (!s2_session_done(s)) continue;
+/* Drops finished operations from the list (and frees those nobody holds any more). */
+static void reap_ops(s2_runtime *rt) {
+    for (s2_op *op = op_list(rt), *next; op; op = next) {
+        next = op->next;
+        if (!op->ops->done(op)) continue;
         s2_runtime_lock(rt);
-        s2_append_session **pp = &rt->sessions;
-        while (*pp && *pp != s) pp = &(*pp)->next;
-        if (*pp) *pp = s->next;
-        bool last = --s->refs == 0;
+        s2_op **pp = &rt->ops;
+        while (*pp && *pp != op) pp = &(*pp)->next;
+        if (*pp) *pp = op->next;
+        bool last = --op->refs == 0;
         s2_runtime_unlock(rt);
-        if (last) s2_session_free(s);
+        if (last) op->ops->free(op);
     }
 }
 
@@ -1138,8 +1141,8 @@ static double ping_timeout(s2_runtime *rt) {
 /* True when a request stream is open on the connection: an append session waiting for
  * acks or a read session waiting for records (heartbeats come every few seconds). */
 static bool conn_owes_acks(s2_runtime *rt, s2_conn *c) {
-    for (s2_append_session *s = session_list(rt); s; s = s->next)
-        if (s->conn == c && s->stream_id) return true;
+    for (s2_op *op = op_list(rt); op; op = op->next)
+        if (op->conn == c && op->stream_id) return true;
     return false;
 }
 
@@ -1203,7 +1206,7 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
 
 static void run_timers(s2_runtime *rt, double now) {
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
-    for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_check_timers(s, now);
+    for (s2_op *op = op_list(rt); op; op = op->next) op->ops->check_timers(op, now);
 }
 
 static int next_timeout_ms(s2_runtime *rt, double now) {
@@ -1212,8 +1215,8 @@ static int next_timeout_ms(s2_runtime *rt, double now) {
         double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
         if (d && d < next) next = d;
     }
-    for (s2_append_session *s = session_list(rt); s; s = s->next) {
-        double d = s2_session_next_deadline(s);
+    for (s2_op *op = op_list(rt); op; op = op->next) {
+        double d = op->ops->next_deadline(op);
         if (d && d < next) next = d;
     }
     double ms = (next - now) * 1000.0;
@@ -1229,9 +1232,9 @@ static void *io_main(void *arg) {
         s2_runtime_unlock(rt);
         if (stopping) break;
 
-        for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_service(s);
+        for (s2_op *op = op_list(rt); op; op = op->next) op->ops->service(op);
         for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
-        reap_sessions(rt);
+        reap_ops(rt);
         reap_conns(rt);
 
         int n = epoll_wait(rt->epfd, events, 64, next_timeout_ms(rt, s2_now()));
@@ -1250,17 +1253,18 @@ static void *io_main(void *arg) {
     /* Shutting down. HTTP/1.1 workers first finish their current request (bounded by its
      * timeouts) and exit, so that batch gets its real outcome and is not counted lost. */
     s2_runtime_lock(rt);
-    for (s2_append_session *s = rt->sessions; s; s = s->next)
-        while (s->worker_started && !s->worker_done) s2_runtime_wait(rt, -1);
+    for (s2_op *op = rt->ops; op; op = op->next)
+        while (op->ops->worker_busy_locked && op->ops->worker_busy_locked(op))
+            s2_runtime_wait(rt, -1);
     s2_error closed;
     if (rt->has_stop_reason) closed = rt->stop_reason;
     else s2_fail(&closed, S2_E_CLOSED, "closed", "the client was closed");
     s2_runtime_unlock(rt);
     /* Then everything outstanding fails with "closed" (reported on stderr for sessions whose
      * tickets nobody can see). */
-    for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);
+    for (s2_op *op = op_list(rt); op; op = op->next) op->ops->abort(op, &closed);
     for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
     reap_conns(rt);
-    reap_sessions(rt);
+    reap_ops(rt);
     return NULL;
 }

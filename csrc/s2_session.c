@@ -4,7 +4,9 @@
  * S2S frame outside the lock, then under runtime->mu waits for capacity and queues it on
  * `pending`. I/O side (the runtime's thread): moves pending batches to `inflight`, feeds
  * them to the request stream, matches acks FIFO, resolves tickets under mu, and runs the
- * retry policy when the stream fails. See s2.h for the thread model. */
+ * retry policy (s2_retry.c) when the stream fails. The runtime drives it through its ops
+ * table (append_ops, or append_http1_ops once the HTTP/1.1 worker posts its batches); an
+ * owner such as the producer adds hooks (s2_append_hooks). See s2.h for the thread model. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +15,6 @@
 #include <unistd.h>
 
 #include "s2_internal.h"
-
-double s2_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ---- tickets ---------------------------------------------------------------------------- */
 
@@ -114,6 +110,22 @@ static void session_fail(s2_append_session *s, const s2_error *err);
 static s2_batch *fail_locked(s2_append_session *s, const s2_error *err, s2_loss *loss);
 static void report_loss(const s2_append_session *s, const s2_loss *loss, const s2_error *err);
 static void reset_stream_state(s2_append_session *s);
+static const s2_op_ops append_ops, append_http1_ops;
+
+/* The owner's hooks (the producer's), when set. */
+static void seal_locked(s2_append_session *s) { /* under mu */
+    if (s->hooks.seal_locked) s->hooks.seal_locked(s->hooks.ud);
+}
+
+static double seal_deadline_locked(s2_append_session *s) { /* under mu */
+    return s->hooks.seal_deadline_locked ? s->hooks.seal_deadline_locked(s->hooks.ud) : 0;
+}
+
+/* A linger that ran out seals the batch being filled. under mu */
+static void seal_if_due_locked(s2_append_session *s) {
+    double d = seal_deadline_locked(s);
+    if (d && s2_now() >= d) seal_locked(s);
+}
 
 /* ---- batches ---------------------------------------------------------------------------- */
 
@@ -142,7 +154,7 @@ static void free_list(s2_batch *b) {
  * resolved by its own outcome whatever befell the session meanwhile. */
 static void *http1_worker(void *arg) {
     s2_append_session *s = arg;
-    s2_runtime *rt = s->rt;
+    s2_runtime *rt = s->op.rt;
     s2_error err;
     s2_frame_decoder dec;
     s2_frame_decoder_init(&dec);
@@ -236,6 +248,9 @@ static void *http1_worker(void *arg) {
 /* under mu */
 static int start_worker(s2_append_session *s, s2_error *err) {
     s->http1 = true;
+    /* The I/O thread leaves it to the worker now. (Set before the start when chosen at
+     * open: written here only on the I/O thread, under mu.) */
+    if (s->op.ops != &append_http1_ops) s->op.ops = &append_http1_ops;
     if (s->worker_started) return 0;
     int rc = s2_thread_start(&s->worker, "s2-http1", http1_worker, s, false);
     if (rc != 0)
@@ -245,15 +260,12 @@ static int start_worker(s2_append_session *s, s2_error *err) {
     return 0;
 }
 
-void s2_session_switch_http1(s2_append_session *s) {
-    if (s->reader) {
-        s2_reader_switch_sse(s);
-        return;
-    }
+static void append_switch_http1(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
     s2_error err;
-    s->conn = NULL; /* the connection is going; nothing was sent on it */
-    s->stream_id = 0;
-    s2_runtime_lock(s->rt);
+    s->op.conn = NULL; /* the connection is going; nothing was sent on it */
+    s->op.stream_id = 0;
+    s2_runtime_lock(s->op.rt);
     if (s->inflight_head) { /* back in front of what callers queued since */
         s->inflight_tail->next = s->pending_head;
         if (!s->pending_head) s->pending_tail = s->inflight_tail;
@@ -261,8 +273,8 @@ void s2_session_switch_http1(s2_append_session *s) {
     }
     s->inflight_head = s->inflight_tail = NULL;
     int rc = start_worker(s, &err);
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
     reset_stream_state(s);
     if (rc != 0) session_fail(s, &err);
 }
@@ -276,7 +288,8 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s2_buf path;
     s2_buf_init(&path);
     if (!s) goto nomem;
-    s->rt = rt;
+    s->op.rt = rt;
+    s->op.ops = &append_ops;
     s->opts = *opts;
     s->basin = strdup(basin);
     s->stream = strdup(stream);
@@ -285,10 +298,11 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
         s2_buf_append_str(&path, "/records") != 0)
         goto nomem;
     s->path = (char *)path.data;
-    s->refs = 2; /* the caller's handle and the runtime's list */
+    s->op.basin = s->basin;
+    s->op.refs = 2; /* the caller's handle and the runtime's list */
     s2_buf_init(&s->error_body);
     s2_frame_decoder_init(&s->dec);
-    s2_runtime_ref(rt); /* dropped by s2_session_free */
+    s2_runtime_ref(rt); /* dropped by session_free */
     return s;
 nomem:
     if (s) {
@@ -301,10 +315,27 @@ nomem:
     return NULL;
 }
 
-/* Hands a new session to the runtime (and its I/O thread). On failure it is freed. */
-int s2_session_register(s2_append_session *s, s2_error *err) {
-    if (s2_runtime_add_session(s->rt, s, err) != 0) {
-        s2_session_free(s);
+static void session_free(s2_append_session *s);
+
+int s2_append_session_start(s2_append_session *s, s2_error *err) {
+    s2_runtime *rt = s->op.rt;
+    s2_runtime_lock(rt);
+    bool http1 = s->opts.http1 || s2_runtime_http1(rt);
+    s2_runtime_unlock(rt);
+    if (http1) { /* before the I/O thread can see the session */
+        s->http1 = true;
+        s->op.ops = &append_http1_ops;
+    }
+    if (s2_runtime_start_op(rt, &s->op, err) != 0) {
+        session_free(s);
+        return -1;
+    }
+    s2_runtime_lock(rt);
+    int rc = http1 ? start_worker(s, err) : 0;
+    s2_runtime_unlock(rt);
+    if (rc != 0) {
+        session_fail(s, err);
+        s2_append_session_release(s);
         return -1;
     }
     return 0;
@@ -313,17 +344,7 @@ int s2_session_register(s2_append_session *s, s2_error *err) {
 s2_append_session *s2_append_session_open(s2_runtime *rt, const char *basin, const char *stream,
                                           const s2_session_options *opts, s2_error *err) {
     s2_append_session *s = s2_session_new(rt, basin, stream, opts, err);
-    if (!s) return NULL;
-    s->http1 = opts->http1; /* before the I/O thread can see the session */
-    if (s2_session_register(s, err) != 0) return NULL;
-    s2_runtime_lock(rt);
-    int rc = (opts->http1 || s2_runtime_http1(rt)) ? start_worker(s, err) : 0;
-    s2_runtime_unlock(rt);
-    if (rc != 0) {
-        session_fail(s, err);
-        s2_append_session_release(s);
-        return NULL;
-    }
+    if (!s || s2_append_session_start(s, err) != 0) return NULL;
     return s;
 }
 
@@ -351,14 +372,14 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     }
     b->metered = metered;
     b->num_records = in->num_records;
-    b->ticket = s2_ticket_new(s->rt);
+    b->ticket = s2_ticket_new(s->op.rt);
     if (!b->ticket) {
         s2_batch_free(b);
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory queuing a batch");
     }
 
     double deadline = timeout < 0 ? -1 : s2_now() + timeout;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     for (;;) {
         if (s->state != S2_SESSION_OPEN) {
             refuse(s, err);
@@ -371,7 +392,7 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
                      (!s->opts.max_inflight_batches ||
                       st->inflight_batches < s->opts.max_inflight_batches));
         if (fits) break;
-        if (!s2_runtime_wait(s->rt, deadline)) {
+        if (!s2_runtime_wait(s->op.rt, deadline)) {
             s2_fail(err, S2_E_TIMEOUT, "timeout",
                     "no room in the session within %.3f s (max_inflight_bytes %zu, "
                     "max_inflight_batches %zu)",
@@ -386,12 +407,12 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     s2_session_enqueue_locked(s, b);
     s2_ticket_ref(b->ticket);
     *ticket = b->ticket;
-    if (s->http1) s2_runtime_broadcast(s->rt); /* the worker waits on cond */
-    s2_runtime_unlock(s->rt);
-    s2_runtime_wake(s->rt);
+    if (s->http1) s2_runtime_broadcast(s->op.rt); /* the worker waits on cond */
+    s2_runtime_unlock(s->op.rt);
+    s2_runtime_wake(s->op.rt);
     return 0;
 refused:
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     s2_batch_free(b);
     return -1;
 }
@@ -409,16 +430,16 @@ void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b) {
 
 int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err) {
     double deadline = timeout < 0 ? -1 : s2_now() + timeout;
-    s2_runtime_lock(s->rt);
-    s2_producer_seal_locked(s); /* no extra linger on close */
+    s2_runtime_lock(s->op.rt);
+    seal_locked(s); /* no extra linger on close */
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
-    s2_runtime_wake(s->rt);
-    s2_runtime_lock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
+    s2_runtime_wake(s->op.rt);
+    s2_runtime_lock(s->op.rt);
     while (s->state == S2_SESSION_CLOSING) {
-        if (!s2_runtime_wait(s->rt, deadline)) {
-            s2_runtime_unlock(s->rt);
+        if (!s2_runtime_wait(s->op.rt, deadline)) {
+            s2_runtime_unlock(s->op.rt);
             s2_fail(err, S2_E_TIMEOUT, "timeout",
                     "close: not every batch was acked within %.3f s (still draining)", timeout);
             err->retryable = true;
@@ -430,62 +451,61 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
         *err = s->failure;
         rc = -1;
     }
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     return rc;
 }
 
-void s2_session_drain_locked(s2_append_session *s) {
-    if (s->reader) return;
+static void append_drain_locked(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
     s->report_loss = true;
-    s2_producer_seal_locked(s); /* no linger: the batch goes now */
+    seal_locked(s); /* no linger: the batch goes now */
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
 }
 
-bool s2_session_drained_locked(const s2_append_session *s) {
-    if (s->reader || s->state == S2_SESSION_FAILED || s->state == S2_SESSION_CLOSED) return true;
+static bool append_drained_locked(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    if (s->state == S2_SESSION_FAILED || s->state == S2_SESSION_CLOSED) return true;
     /* inflight_batches counts every sealed batch not acked yet (pending, on the wire, or
-     * being posted by the HTTP/1.1 worker); the producer's open batch is sealed above. */
-    return s->stats.inflight_batches == 0 && !s->open;
+     * being posted by the HTTP/1.1 worker); a producer's open batch was sealed by the drain,
+     * and a closing session opens no new one. */
+    return s->stats.inflight_batches == 0;
 }
 
-bool s2_session_owned(const s2_append_session *s) {
-    return s2_runtime_owned(s->rt);
+bool s2_append_session_owned(const s2_append_session *s) {
+    return s2_runtime_owned(s->op.rt);
 }
 
 void s2_append_session_stats(s2_append_session *s, s2_session_stats *out) {
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     *out = s->stats;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
 void s2_append_session_release(s2_append_session *s) {
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s->released = true;
     s->report_loss = true; /* its tickets are gone with the handle */
-    s2_producer_seal_locked(s);
+    seal_locked(s);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
-    s2_runtime_broadcast(s->rt);
-    s->refs--;
-    bool last = s->refs == 0;
-    s2_runtime_unlock(s->rt);
-    if (last) s2_session_free(s);
-    else s2_runtime_wake(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s->op.refs--;
+    bool last = s->op.refs == 0;
+    s2_runtime_unlock(s->op.rt);
+    if (last) session_free(s);
+    else s2_runtime_wake(s->op.rt);
 }
 
-void s2_session_free(s2_append_session *s) {
+static void session_free(s2_append_session *s) {
     if (s->worker_started) pthread_join(s->worker, NULL);
-    if (s->reader) s2_reader_free(s);
     free_list(s->pending_head);
     free_list(s->inflight_head);
-    s2_batch_free(s->open);
-    s2_ticket_unref(s->last_ticket);
-    free(s->fencing_token);
+    if (s->hooks.destroy) s->hooks.destroy(s->hooks.ud);
     s2_buf_free(&s->error_body);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
     free(s->stream);
     free(s->path);
-    s2_runtime *rt = s->rt;
+    s2_runtime *rt = s->op.rt;
     free(s);
     s2_runtime_unref(rt);
 }
@@ -493,10 +513,10 @@ void s2_session_free(s2_append_session *s) {
 /* ---- I/O side ------------------------------------------------------------------------------ */
 
 static void reset_stream_state(s2_append_session *s) {
-    s->stream_id = 0;
-    s->conn = NULL;
-    s->http_status = 0;
-    s->retry_after_ms = 0;
+    s->op.stream_id = 0;
+    s->op.conn = NULL;
+    s->op.http_status = 0;
+    s->op.retry_after_ms = 0;
     s->error_body.len = 0;
     s->eof_sent = false;
     s->eof_deadline = 0;
@@ -544,31 +564,30 @@ static s2_batch *fail_locked(s2_append_session *s, const s2_error *err, s2_loss 
     if (s->report_loss) {
         count_loss(s->inflight_head, loss);
         count_loss(s->pending_head, loss);
-        count_loss(s->open, loss);
     }
     for (s2_batch *b = s->inflight_head; b; b = b->next) ticket_fail(b->ticket, err);
     for (s2_batch *b = s->pending_head; b; b = b->next) ticket_fail(b->ticket, err);
-    if (s->open) { /* a producer's records not sealed yet fail too */
-        ticket_fail(s->open->ticket, err);
-        s2_session_enqueue_locked(s, s->open); /* freed with pending below */
-        s->open = NULL;
-        s->open_deadline = 0;
+    s2_batch *open = s->hooks.take_open_locked ? s->hooks.take_open_locked(s->hooks.ud) : NULL;
+    if (open) { /* a producer's records not sealed yet fail too */
+        if (s->report_loss) count_loss(open, loss);
+        ticket_fail(open->ticket, err);
+        s2_session_enqueue_locked(s, open); /* freed with pending below */
     }
     s->stats.inflight_bytes = 0;
     s->stats.inflight_batches = 0;
     s2_batch *pending = s->pending_head;
     s->pending_head = s->pending_tail = NULL;
-    s2_runtime_broadcast(s->rt);
+    s2_runtime_broadcast(s->op.rt);
     return pending;
 }
 
 /* Fails the session for good: every outstanding ticket gets err; later submits too. */
 static void session_fail(s2_append_session *s, const s2_error *err) {
-    s2_runtime_cancel_stream(s->rt, s);
+    s2_runtime_cancel_stream(s->op.rt, &s->op);
     s2_loss loss;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s2_batch *pending = fail_locked(s, err, &loss);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     report_loss(s, &loss, err);
     free_list(pending);
     free_list(s->inflight_head);
@@ -577,45 +596,34 @@ static void session_fail(s2_append_session *s, const s2_error *err) {
     reset_stream_state(s);
 }
 
-void s2_session_abort(s2_append_session *s, const s2_error *err) {
-    if (!s->reader) {
-        session_fail(s, err);
-        return;
-    }
-    s2_runtime_cancel_stream(s->rt, s);
-    s2_runtime_lock(s->rt);
-    if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
-        s->state = S2_SESSION_FAILED;
-        s->failure = *err;
-    }
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+static void append_abort(s2_op *op, const s2_error *err) {
+    session_fail((s2_append_session *)op, err);
 }
 
 /* One attempt failed (stream error, terminal frame, ack timeout, lost connection). Either
  * schedule a reconnect that resends every unacked batch, or fail the session. */
 static void attempt_failed(s2_append_session *s, const s2_error *err) {
-    const s2_config *cfg = s2_runtime_config(s->rt);
+    const s2_config *cfg = s2_runtime_config(s->op.rt);
     bool any_written = false;
     for (s2_batch *b = s->inflight_head; b; b = b->next) any_written |= b->written;
     /* Before the reset below folds this stream's writes into sent_before: only batches
      * written on an earlier, failed stream may have landed unseen. */
-    bool recovered = s2_producer_recover(s, err);
-    s2_runtime_cancel_stream(s->rt, s);
+    bool recovered = s->hooks.recover && s->hooks.recover(s->hooks.ud, err);
+    s2_runtime_cancel_stream(s->op.rt, &s->op);
     reset_stream_state(s);
 
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     bool closing = s->state == S2_SESSION_CLOSING;
     bool idle = !s->inflight_head && !s->pending_head;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     if (idle) {
         /* Nothing was at stake: a closing session is done, an open one reconnects when the
          * next batch comes. */
         if (closing) {
-            s2_runtime_lock(s->rt);
+            s2_runtime_lock(s->op.rt);
             s->state = S2_SESSION_CLOSED;
-            s2_runtime_broadcast(s->rt);
-            s2_runtime_unlock(s->rt);
+            s2_runtime_broadcast(s->op.rt);
+            s2_runtime_unlock(s->op.rt);
         }
         return;
     }
@@ -627,70 +635,55 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         return;
     }
     double now = s2_now();
-    if (strcmp(err->code, "server_draining") == 0 && s2_session_take_handover(s, now)) {
+    if (strcmp(err->code, "server_draining") == 0 &&
+        s2_retry_take_handover(&s->last_advised, now)) {
         /* A planned handover, like an advised reconnect: reconnect at once, no attempt used
          * (the server acked or refused everything it took, so a resend is safe). Once per
          * 60 s; more often, it counts as a failure like any other. */
         s->retry_at = now;
         s->resend = true;
-        s2_runtime_lock(s->rt);
+        s2_runtime_lock(s->op.rt);
         s->stats.reconnects++;
-        s2_runtime_unlock(s->rt);
+        s2_runtime_unlock(s->op.rt);
         return;
     }
-    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
-    bool retry = err->retryable && s->attempt + 1 < max;
-    if (retry && cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS && !err->no_side_effects &&
-        any_written)
-        retry = false; /* a resend could write the same records twice */
-    if (!retry) {
-        s2_error final = *err;
-        if (s->attempt > 0) {
-            size_t len = strlen(final.message);
-            snprintf(final.message + len, sizeof final.message - len, " (after %u attempts)",
-                     s->attempt + 1);
-        }
+    s2_error final = *err;
+    if (!s2_retry_decide(cfg, s->attempt + 1, any_written, &final)) {
         session_fail(s, &final);
         return;
     }
-    s->retry_at = s2_now() + s2_runtime_backoff(s->rt, s->attempt, err->retry_after_ms);
+    s->retry_at = s2_now() + s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
     s->attempt++;
     s->resend = true;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s->stats.reconnects++;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
-void s2_session_service(s2_append_session *s) {
-    if (s->reader) {
-        s2_reader_service(s);
-        return;
-    }
-    /* Take what callers queued (unless the HTTP/1.1 worker does). */
-    s2_runtime_lock(s->rt);
-    if (s->open && s->open_deadline && s2_now() >= s->open_deadline) s2_producer_seal_locked(s);
-    if (s->http1) {
-        s2_runtime_unlock(s->rt);
-        return;
-    }
+static void append_service(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    /* Take what callers queued. */
+    s2_runtime_lock(s->op.rt);
+    seal_if_due_locked(s);
     s2_batch *taken = s->pending_head;
     s->pending_head = s->pending_tail = NULL;
     s2_session_state state = s->state;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     if (state == S2_SESSION_FAILED || state == S2_SESSION_CLOSED) {
         free_list(taken); /* cannot happen: failing empties pending; kept for safety */
         return;
     }
     for (s2_batch *b = taken; b; b = b->next) {
         s2_error err;
-        if (b->compress_pending && s2_producer_compress(s, b, &err) != 0) {
+        if (b->compress_pending && s->hooks.compress &&
+            s->hooks.compress(s->hooks.ud, b, &err) != 0) {
             s2_batch *rest = b; /* put them back so session_fail fails their tickets */
-            s2_runtime_lock(s->rt);
+            s2_runtime_lock(s->op.rt);
             while (rest->next) rest = rest->next;
             rest->next = s->pending_head;
             s->pending_head = taken;
             if (!s->pending_tail) s->pending_tail = rest;
-            s2_runtime_unlock(s->rt);
+            s2_runtime_unlock(s->op.rt);
             session_fail(s, &err);
             return;
         }
@@ -706,18 +699,18 @@ void s2_session_service(s2_append_session *s) {
         s->inflight_tail = taken;
     }
     if (s->retry_at) return; /* waiting out a backoff */
-    if (!s->inflight_head && !s->stream_id) {
+    if (!s->inflight_head && !s->op.stream_id) {
         if (state == S2_SESSION_CLOSING) {
-            s2_runtime_lock(s->rt);
+            s2_runtime_lock(s->op.rt);
             s->state = S2_SESSION_CLOSED;
-            s2_runtime_broadcast(s->rt);
-            s2_runtime_unlock(s->rt);
+            s2_runtime_broadcast(s->op.rt);
+            s2_runtime_unlock(s->op.rt);
         }
         return;
     }
-    if (!s->stream_id) {
+    if (!s->op.stream_id) {
         s2_error err;
-        int rc = s2_runtime_open_stream(s->rt, s, &err);
+        int rc = s2_runtime_open_stream(s->op.rt, &s->op, &err);
         if (rc < 0) attempt_failed(s, &err);
         if (rc == 0 && s->resend) {
             /* Resend the oldest batch alone first: if the new connection fails too, only it
@@ -728,14 +721,7 @@ void s2_session_service(s2_append_session *s) {
         return; /* rc 1: the connection is still coming up */
     }
     if (s->cursor || ((state == S2_SESSION_CLOSING || s->draining) && !s->eof_sent))
-        s2_runtime_resume_stream(s->rt, s);
-}
-
-static bool is_http1(s2_append_session *s) {
-    s2_runtime_lock(s->rt);
-    bool h = s->http1;
-    s2_runtime_unlock(s->rt);
-    return h;
+        s2_runtime_resume_stream(s->op.rt, &s->op);
 }
 
 /* True when the stream's end of the body went out and nothing written on it waits for an
@@ -743,17 +729,15 @@ static bool is_http1(s2_append_session *s) {
  * the response is awaited, which eof_deadline bounds. The timer and its deadline must agree,
  * or the I/O thread would wake for a deadline nobody acts on, again and again. */
 static bool eof_wait_only(const s2_append_session *s) {
-    return s->stream_id && s->eof_sent && s->eof_deadline &&
+    return s->op.stream_id && s->eof_sent && s->eof_deadline &&
            (!s->inflight_head || !s->inflight_head->written);
 }
 
-double s2_session_next_deadline(s2_append_session *s) {
-    if (s->reader) return s2_reader_next_deadline(s);
-    s2_runtime_lock(s->rt);
-    bool http1 = s->http1;
-    double d = s->open ? s->open_deadline : 0; /* a producer's linger */
-    s2_runtime_unlock(s->rt);
-    if (http1) return d;
+static double append_next_deadline(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    s2_runtime_lock(s->op.rt);
+    double d = seal_deadline_locked(s); /* a producer's linger */
+    s2_runtime_unlock(s->op.rt);
     double more[3] = {s->retry_at, s->inflight_head ? s->inflight_head->deadline : 0,
                       eof_wait_only(s) ? s->eof_deadline : 0};
     for (int i = 0; i < 3; i++)
@@ -761,25 +745,21 @@ double s2_session_next_deadline(s2_append_session *s) {
     return d;
 }
 
-void s2_session_check_timers(s2_append_session *s, double now) {
-    if (s->reader) {
-        s2_reader_check_timers(s, now);
-        return;
-    }
-    if (is_http1(s)) return;
+static void append_check_timers(s2_op *op, double now) {
+    s2_append_session *s = (s2_append_session *)op;
     if (s->retry_at && now >= s->retry_at) {
         s->retry_at = 0;
-        s2_session_service(s);
+        append_service(op);
         return;
     }
     s2_batch *head = s->inflight_head;
     if (head && head->deadline && now >= head->deadline) {
         s2_error err;
         s2_fail(&err, S2_E_TIMEOUT, "timeout", "no ack within the request timeout of %.3f s",
-                s2_runtime_config(s->rt)->request_timeout);
+                s2_runtime_config(s->op.rt)->request_timeout);
         err.retryable = true;
         /* The connection may be what stalled: the retry must not queue behind it. */
-        s2_runtime_retire_conn(s->rt, s);
+        s2_runtime_retire_conn(s->op.rt, &s->op);
         attempt_failed(s, &err);
         return;
     }
@@ -787,24 +767,20 @@ void s2_session_check_timers(s2_append_session *s, double now) {
         /* Our end of the body went out and everything written is acked, but the server never
          * ended the response: nothing is at stake, so stop waiting. Batches held back by a
          * drain go out on a fresh stream now. */
-        s2_runtime_cancel_stream(s->rt, s);
+        s2_runtime_cancel_stream(s->op.rt, &s->op);
         reset_stream_state(s);
         if (head) {
             s->resend = true;
-            s2_runtime_lock(s->rt);
+            s2_runtime_lock(s->op.rt);
             s->stats.reconnects++;
-            s2_runtime_unlock(s->rt);
+            s2_runtime_unlock(s->op.rt);
             return;
         }
-        s2_runtime_lock(s->rt);
+        s2_runtime_lock(s->op.rt);
         if (s->state == S2_SESSION_CLOSING) s->state = S2_SESSION_CLOSED;
-        s2_runtime_broadcast(s->rt);
-        s2_runtime_unlock(s->rt);
+        s2_runtime_broadcast(s->op.rt);
+        s2_runtime_unlock(s->op.rt);
     }
-}
-
-void s2_session_on_status(s2_append_session *s, int status) {
-    s->http_status = status;
 }
 
 static void protocol_failure(s2_append_session *s, const char *fmt, unsigned long long a,
@@ -839,7 +815,7 @@ static void handle_ack(s2_append_session *s, const s2_append_ack *ack) {
     s2_session_pop_acked(s, ack);
     if (s->probing) { /* the new stream works: pipeline the rest */
         s->probing = false;
-        s2_runtime_resume_stream(s->rt, s);
+        s2_runtime_resume_stream(s->op.rt, &s->op);
     }
 }
 
@@ -849,20 +825,14 @@ void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
     if (!s->inflight_head) s->inflight_tail = NULL;
     s->have_last_end = true;
     s->last_end = ack->end.seq_num;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     s2_ticket_resolve_locked(b->ticket, ack);
     s->stats.inflight_bytes -= b->metered;
     s->stats.inflight_batches--;
     s->stats.batches_acked++;
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
     s2_batch_free(b);
-}
-
-bool s2_session_take_handover(s2_append_session *s, double now) {
-    if (s->last_advised && now - s->last_advised < 60) return false;
-    s->last_advised = now;
-    return true;
 }
 
 /* The server is going away (flag 0x10 on a frame): stop writing after the batch in progress,
@@ -871,18 +841,15 @@ bool s2_session_take_handover(s2_append_session *s, double now) {
  * server that keeps advising cannot make the session spin. */
 static void advise_reconnect(s2_append_session *s) {
     double now = s2_now();
-    if (s->draining || !s2_session_take_handover(s, now)) return;
+    if (s->draining || !s2_retry_take_handover(&s->last_advised, now)) return;
     s->draining = true;
-    s2_runtime_retire_conn(s->rt, s);
-    s2_runtime_resume_stream(s->rt, s);
+    s2_runtime_retire_conn(s->op.rt, &s->op);
+    s2_runtime_resume_stream(s->op.rt, &s->op);
 }
 
-void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
-    if (s->reader) {
-        s2_reader_on_data(s, p, n);
-        return;
-    }
-    if (s->http_status != 200) {
+static void append_on_data(s2_op *op, const uint8_t *p, size_t n) {
+    s2_append_session *s = (s2_append_session *)op;
+    if (s->op.http_status != 200) {
         /* An error answer: keep (a bounded part of) its JSON body for on_stream_close. */
         size_t room = s->error_body.len < 65536 ? 65536 - s->error_body.len : 0;
         if (room) s2_buf_append(&s->error_body, p, n < room ? n : room);
@@ -895,8 +862,8 @@ void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
     }
     s2_frame f;
     int rc;
-    int32_t stream = s->stream_id;
-    while (s->stream_id == stream && stream && (rc = s2_frame_next(&s->dec, &f, &err)) != 0) {
+    int32_t stream = s->op.stream_id;
+    while (s->op.stream_id == stream && stream && (rc = s2_frame_next(&s->dec, &f, &err)) != 0) {
         if (rc < 0) {
             session_fail(s, &err);
             return;
@@ -916,11 +883,8 @@ void s2_session_on_data(s2_append_session *s, const uint8_t *p, size_t n) {
     }
 }
 
-void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
-    if (s->reader) {
-        s2_reader_on_stream_close(s, h2_error);
-        return;
-    }
+static void append_on_stream_close(s2_op *op, uint32_t h2_error) {
+    s2_append_session *s = (s2_append_session *)op;
     s2_error err;
     if (h2_error != 0) {
         s2_fail(&err, S2_E_CONNECTION, "connection_failed", "the server reset the stream (%s)",
@@ -928,18 +892,18 @@ void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
         err.retryable = true;
         /* REFUSED_STREAM guarantees the server did not process anything. */
         err.no_side_effects = h2_error == NGHTTP2_REFUSED_STREAM;
-    } else if (s->http_status != 200) {
-        s2_error_from_response(&err, s->http_status ? s->http_status : 502, s->error_body.data,
+    } else if (s->op.http_status != 200) {
+        s2_error_from_response(&err, s->op.http_status ? s->op.http_status : 502, s->error_body.data,
                                s->error_body.len);
-        err.retry_after_ms = s->retry_after_ms;
+        err.retry_after_ms = s->op.retry_after_ms;
     } else if (s->inflight_head && s->draining) {
         /* The advised handover: resend what was not acked, on a fresh stream, now. */
-        s2_runtime_cancel_stream(s->rt, s);
+        s2_runtime_cancel_stream(s->op.rt, &s->op);
         reset_stream_state(s);
         s->resend = true;
-        s2_runtime_lock(s->rt);
+        s2_runtime_lock(s->op.rt);
         s->stats.reconnects++;
-        s2_runtime_unlock(s->rt);
+        s2_runtime_unlock(s->op.rt);
         return;
     } else if (s->inflight_head) {
         s2_fail(&err, S2_E_CONNECTION, "connection_failed",
@@ -947,25 +911,25 @@ void s2_session_on_stream_close(s2_append_session *s, uint32_t h2_error) {
         err.retryable = true;
     } else {
         /* Clean end: everything acked and our EOF answered. */
-        s2_runtime_cancel_stream(s->rt, s);
+        s2_runtime_cancel_stream(s->op.rt, &s->op);
         reset_stream_state(s);
-        s2_runtime_lock(s->rt);
+        s2_runtime_lock(s->op.rt);
         if (s->state == S2_SESSION_CLOSING) {
             s->state = S2_SESSION_CLOSED;
-            s2_runtime_broadcast(s->rt);
+            s2_runtime_broadcast(s->op.rt);
         }
-        s2_runtime_unlock(s->rt);
+        s2_runtime_unlock(s->op.rt);
         return;
     }
     attempt_failed(s, &err);
 }
 
-void s2_session_on_conn_lost(s2_append_session *s, const s2_error *err) {
-    if (s->reader) s2_reader_attempt_failed(s, err);
-    else attempt_failed(s, err);
+static void append_on_conn_lost(s2_op *op, const s2_error *err) {
+    attempt_failed((s2_append_session *)op, err);
 }
 
-ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uint32_t *flags) {
+static ssize_t append_read_body(s2_op *op, uint8_t *buf, size_t len, uint32_t *flags) {
+    s2_append_session *s = (s2_append_session *)op;
     size_t copied = 0;
     double deadline = 0;
     /* Draining: only the rest of a batch already begun may go out. Probing after a
@@ -978,12 +942,12 @@ ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uin
         if (s->cursor_off == 0) {
             /* The ack clock starts with the batch's first byte: a peer that stops taking
              * bytes mid-batch cannot hold the session beyond the request timeout. */
-            if (!deadline) deadline = s2_now() + s2_runtime_config(s->rt)->request_timeout;
+            if (!deadline) deadline = s2_now() + s2_runtime_config(s->op.rt)->request_timeout;
             b->deadline = deadline;
             if (b->sent_before) {
-                s2_runtime_lock(s->rt);
+                s2_runtime_lock(s->op.rt);
                 s->stats.batches_resent++;
-                s2_runtime_unlock(s->rt);
+                s2_runtime_unlock(s->op.rt);
             }
         }
         memcpy(buf + copied, b->frame.data + s->cursor_off, n);
@@ -996,22 +960,102 @@ ssize_t s2_session_read_body(s2_append_session *s, uint8_t *buf, size_t len, uin
         }
     }
     if (copied) return (ssize_t)copied;
-    s2_runtime_lock(s->rt);
+    s2_runtime_lock(s->op.rt);
     bool closing = (s->state == S2_SESSION_CLOSING && !s->pending_head) || s->draining;
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     if (closing && !s->probing) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         s->eof_sent = true;
-        s->eof_deadline = s2_now() + s2_runtime_config(s->rt)->request_timeout;
+        s->eof_deadline = s2_now() + s2_runtime_config(s->op.rt)->request_timeout;
         return 0;
     }
     return NGHTTP2_ERR_DEFERRED;
 }
 
-bool s2_session_done(s2_append_session *s) {
-    s2_runtime_lock(s->rt);
-    bool done = (s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED) && !s->stream_id &&
+static bool append_done(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    s2_runtime_lock(s->op.rt);
+    bool done = (s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED) && !s->op.stream_id &&
                 (!s->worker_started || s->worker_done);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_unlock(s->op.rt);
     return done;
 }
+
+static int append_request(s2_op *op, s2_stream_request *req, s2_error *err) {
+    s2_append_session *s = (s2_append_session *)op;
+    req->method = "POST";
+    req->accept_encoding = s->opts.compression;
+    if (s2_buf_append_str(&req->path, s->path) != 0)
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a stream");
+    return 0;
+}
+
+static void append_free(s2_op *op) {
+    session_free((s2_append_session *)op);
+}
+
+static bool append_worker_busy_locked(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    return s->worker_started && !s->worker_done;
+}
+
+/* Over HTTP/1.1 the worker does the work: the I/O thread only runs a producer's linger. */
+static void http1_service(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    s2_runtime_lock(s->op.rt);
+    seal_if_due_locked(s);
+    s2_runtime_unlock(s->op.rt);
+}
+
+static double http1_next_deadline(s2_op *op) {
+    s2_append_session *s = (s2_append_session *)op;
+    s2_runtime_lock(s->op.rt);
+    double d = seal_deadline_locked(s);
+    s2_runtime_unlock(s->op.rt);
+    return d;
+}
+
+static void http1_check_timers(s2_op *op, double now) {
+    (void)op;
+    (void)now;
+}
+
+static const s2_op_ops append_ops = {
+    .kind = "append",
+    .service = append_service,
+    .next_deadline = append_next_deadline,
+    .check_timers = append_check_timers,
+    .request = append_request,
+    .on_data = append_on_data,
+    .on_stream_close = append_on_stream_close,
+    .read_body = append_read_body,
+    .on_conn_lost = append_on_conn_lost,
+    .switch_http1 = append_switch_http1,
+    .abort = append_abort,
+    .done = append_done,
+    .free = append_free,
+    .drain_locked = append_drain_locked,
+    .drained_locked = append_drained_locked,
+    .worker_busy_locked = append_worker_busy_locked,
+};
+
+/* The same session once the HTTP/1.1 worker posts its batches: it has no stream (the
+ * stream functions stay for a connection event already under way). */
+static const s2_op_ops append_http1_ops = {
+    .kind = "append-http1",
+    .service = http1_service,
+    .next_deadline = http1_next_deadline,
+    .check_timers = http1_check_timers,
+    .request = append_request,
+    .on_data = append_on_data,
+    .on_stream_close = append_on_stream_close,
+    .read_body = append_read_body,
+    .on_conn_lost = append_on_conn_lost,
+    .switch_http1 = append_switch_http1,
+    .abort = append_abort,
+    .done = append_done,
+    .free = append_free,
+    .drain_locked = append_drain_locked,
+    .drained_locked = append_drained_locked,
+    .worker_busy_locked = append_worker_busy_locked,
+};

@@ -13,7 +13,11 @@
  * (the last batch's id, from which the server resumes and deducts the count and bytes
  * already delivered), or, when only heartbeats came, from the seq_num their tail gave. A
  * full queue makes the write callback wait, which stops reading from the socket: TCP
- * backpressure bounds memory. */
+ * backpressure bounds memory.
+ *
+ * The read session (s2_reader.c) does not know this transport: s2_read_session_open, here,
+ * gives it sse_ops and start_sse before starting it, and the session switches to them when
+ * asked for HTTP/1.1 or when the server offers no HTTP/2. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +32,7 @@
 /* ---- the event stream ------------------------------------------------------------------------- */
 
 typedef struct sse_state {
-    s2_append_session *s;
+    s2_read_session *s;
     s2_sse_parser parser;
     char last_id[96];     /* of the last batch delivered (validated): Last-Event-ID on resume */
     bool done;            /* [DONE] seen */
@@ -39,8 +43,8 @@ typedef struct sse_state {
 } sse_state;
 
 /* Waits (holding nothing) until the queue has room; false when the session stopped. */
-static bool wait_room(s2_append_session *s) {
-    s2_runtime *rt = s->rt;
+static bool wait_room(s2_read_session *s) {
+    s2_runtime *rt = s->op.rt;
     s2_runtime_lock(rt);
     while (s->rq_bytes > SSE_QUEUE_LIMIT && s->state == S2_SESSION_OPEN && !s2_runtime_stopping(rt))
         s2_runtime_wait(rt, -1);
@@ -133,27 +137,27 @@ static size_t on_sse_data(char *p, size_t size, size_t nmemb, void *ud) {
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
     (void)dt, (void)dn, (void)ut, (void)un;
     sse_state *st = ud;
-    s2_runtime_lock(st->s->rt);
-    bool stop = st->s->state != S2_SESSION_OPEN || s2_runtime_stopping(st->s->rt);
-    s2_runtime_unlock(st->s->rt);
+    s2_runtime_lock(st->s->op.rt);
+    bool stop = st->s->state != S2_SESSION_OPEN || s2_runtime_stopping(st->s->op.rt);
+    s2_runtime_unlock(st->s->op.rt);
     return stop ? 1 : 0;
 }
 
-static void stop_with(s2_append_session *s, const s2_error *err, bool ended) {
-    s2_runtime_lock(s->rt);
+static void stop_with(s2_read_session *s, const s2_error *err, bool ended) {
+    s2_runtime_lock(s->op.rt);
     if (ended) {
         s->rstatus.ended = true;
     } else if (s->state == S2_SESSION_OPEN) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
-    s2_runtime_broadcast(s->rt);
-    s2_runtime_unlock(s->rt);
+    s2_runtime_broadcast(s->op.rt);
+    s2_runtime_unlock(s->op.rt);
 }
 
 /* True when the read's own count or bytes limit is met: nothing is left to resume (and a
  * resumed count of 0 would mean no limit at all). */
-static bool limits_met(const s2_append_session *s) {
+static bool limits_met(const s2_read_session *s) {
     const s2_read_options *o = &s->ropts;
     return (o->has_count && o->count > 0 && s->got_count >= o->count) ||
            (o->has_bytes && o->bytes > 0 && s->got_bytes >= o->bytes);
@@ -171,8 +175,8 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *line, 
 }
 
 static void *sse_worker(void *arg) {
-    s2_append_session *s = arg;
-    s2_runtime *rt = s->rt;
+    s2_read_session *s = arg;
+    s2_runtime *rt = s->op.rt;
     const s2_config *cfg = s2_runtime_config(rt);
     sse_state st;
     memset(&st, 0, sizeof st);
@@ -285,12 +289,7 @@ static void *sse_worker(void *arg) {
             err.retryable = true;
         }
         if (s->got_count > before) attempt = 0; /* progress */
-        unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
-        if (!err.retryable || attempt + 1 >= max) {
-            if (attempt > 0) {
-                size_t l = strlen(err.message);
-                snprintf(err.message + l, sizeof err.message - l, " (after %u attempts)", attempt + 1);
-            }
+        if (!s2_retry_decide(cfg, attempt + 1, false, &err)) {
             stop_with(s, &err, false);
             break;
         }
@@ -314,8 +313,7 @@ out:
 }
 
 /* under mu */
-int s2_reader_start_sse(s2_append_session *s, s2_error *err) {
-    s->http1 = true;
+static int start_sse(s2_read_session *s, s2_error *err) {
     if (s->worker_started) return 0;
     int rc = s2_thread_start(&s->worker, "s2-sse", sse_worker, s, false);
     if (rc != 0)
@@ -323,4 +321,53 @@ int s2_reader_start_sse(s2_append_session *s, s2_error *err) {
                        strerror(rc));
     s->worker_started = true;
     return 0;
+}
+
+/* ---- the ops table: the worker does the reading, the I/O thread only reaps ---------------- */
+
+static void sse_service(s2_op *op) {
+    (void)op;
+}
+
+static double sse_next_deadline(s2_op *op) {
+    (void)op;
+    return 0;
+}
+
+static void sse_check_timers(s2_op *op, double now) {
+    (void)op;
+    (void)now;
+}
+
+static void sse_switch_http1(s2_op *op) {
+    (void)op; /* already there */
+}
+
+static void sse_on_conn_lost(s2_op *op, const s2_error *err) {
+    (void)op; /* no connection of the runtime's */
+    (void)err;
+}
+
+static const s2_op_ops sse_ops = {
+    .kind = "read-sse",
+    .service = sse_service,
+    .next_deadline = sse_next_deadline,
+    .check_timers = sse_check_timers,
+    .request = NULL, /* never opens an HTTP/2 stream */
+    .on_conn_lost = sse_on_conn_lost,
+    .switch_http1 = sse_switch_http1,
+    .abort = s2_reader_op_abort,
+    .done = s2_reader_op_done,
+    .free = s2_reader_op_free,
+    .worker_busy_locked = s2_reader_op_worker_busy_locked,
+};
+
+s2_read_session *s2_read_session_open(s2_runtime *rt, const char *basin, const char *stream,
+                                      const s2_read_options *opts, s2_error *err) {
+    s2_read_session *s = s2_read_session_new(rt, basin, stream, opts, err);
+    if (!s) return NULL;
+    s->http1_ops = &sse_ops;
+    s->start_http1 = start_sse;
+    if (s2_read_session_start(s, err) != 0) return NULL;
+    return s;
 }

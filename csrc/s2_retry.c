@@ -1,0 +1,36 @@
+/* s2_retry.c — the one retry rule of the core: whether a failed attempt may be tried again
+ * under the attempt budget and the append retry policy, the final error text when not, and
+ * the once-per-60-s rule for planned handovers. Unary calls (s2_http.c), append sessions,
+ * read sessions and SSE reads all decide here. Also the monotonic clock every layer uses.
+ * (The backoff formula itself is s2_backoff_with in s2_http.c.) */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "s2_internal.h"
+
+double s2_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool s2_retry_decide(const s2_config *cfg, unsigned attempts, bool append_at_stake,
+                     s2_error *err) {
+    unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
+    bool retry = err->retryable && attempts < max;
+    if (retry && append_at_stake && cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS &&
+        !err->no_side_effects)
+        retry = false; /* a resend could write the same records twice */
+    if (!retry && attempts > 1) {
+        size_t len = strlen(err->message);
+        snprintf(err->message + len, sizeof err->message - len, " (after %u attempts)", attempts);
+    }
+    return retry;
+}
+
+bool s2_retry_take_handover(double *last, double now) {
+    if (*last && now - *last < 60) return false;
+    *last = now;
+    return true;
+}
