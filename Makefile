@@ -100,6 +100,7 @@ deps:
 # example must run; then the spec suite, whose last line is "N passed, N failed".
 test: deps
 	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) $(DNS_SHIM) luajit compat
+	@scripts/check-layers.sh $(BUILD)/obj
 	@scripts/check-rockspec.sh
 	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
 	@$(WITH_S2) $(BUSTED)
