@@ -486,7 +486,7 @@ bool s2_producer_owned(const s2_producer *p);
 /* Drops the caller's reference; what is submitted drains in the background. */
 void s2_producer_release(s2_producer *p);
 
-/* ---- Read sessions (s2_reader.c) -----------------------------------------------------------
+/* ---- Read sessions (s2_reader.c; over HTTP/1.1 and opening: s2_sse.c) ----------------------
  * A GET .../records stream with S2S framing: ReadBatch frames, heartbeats (no records, a
  * tail) consumed here. Batches wait in a buffer for the caller, who takes records one at a
  * time; the HTTP/2 window is given back only as the caller drains, so a slow consumer stops

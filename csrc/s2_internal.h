@@ -108,6 +108,8 @@ typedef struct s2_stream_request {
     s2_compression accept_encoding;  /* NONE: no accept-encoding header */
 } s2_stream_request;
 
+/* abort, done and free are required; a NULL anything else means "nothing to do". The
+ * stream functions are called only for an op with a stream (op->conn set). */
 typedef struct s2_op_ops {
     const char *kind; /* "append", "append-http1", "read", "read-sse": for debugging */
     /* Every turn of the loop: take queued work, open a stream when one is needed. */

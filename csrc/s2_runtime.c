@@ -471,7 +471,7 @@ static void conn_fail(s2_conn *c, const s2_error *err) {
     s2_op *list = c->rt->ops;
     s2_runtime_unlock(c->rt);
     for (s2_op *op = list; op; op = op->next)
-        if (op->conn == c) op->ops->on_conn_lost(op, err);
+        if (op->conn == c && op->ops->on_conn_lost) op->ops->on_conn_lost(op, err);
 }
 
 static void conn_free(s2_conn *c) {
@@ -715,7 +715,7 @@ static int conn_tls_step(s2_conn *c) {
             s2_op *list = c->rt->ops;
             s2_runtime_unlock(c->rt);
             for (s2_op *op = list; op; op = op->next)
-                if (op->conn == c) op->ops->switch_http1(op);
+                if (op->conn == c && op->ops->switch_http1) op->ops->switch_http1(op);
             s2_fail(&err, S2_E_CONNECTION, "connection_failed",
                     "%s did not agree to HTTP/2 (ALPN h2)", c->authority);
             err.no_side_effects = true;
@@ -1206,7 +1206,8 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
 
 static void run_timers(s2_runtime *rt, double now) {
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
-    for (s2_op *op = op_list(rt); op; op = op->next) op->ops->check_timers(op, now);
+    for (s2_op *op = op_list(rt); op; op = op->next)
+        if (op->ops->check_timers) op->ops->check_timers(op, now);
 }
 
 static int next_timeout_ms(s2_runtime *rt, double now) {
@@ -1216,7 +1217,7 @@ static int next_timeout_ms(s2_runtime *rt, double now) {
         if (d && d < next) next = d;
     }
     for (s2_op *op = op_list(rt); op; op = op->next) {
-        double d = op->ops->next_deadline(op);
+        double d = op->ops->next_deadline ? op->ops->next_deadline(op) : 0;
         if (d && d < next) next = d;
     }
     double ms = (next - now) * 1000.0;
@@ -1232,7 +1233,8 @@ static void *io_main(void *arg) {
         s2_runtime_unlock(rt);
         if (stopping) break;
 
-        for (s2_op *op = op_list(rt); op; op = op->next) op->ops->service(op);
+        for (s2_op *op = op_list(rt); op; op = op->next)
+            if (op->ops->service) op->ops->service(op);
         for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
         reap_ops(rt);
         reap_conns(rt);

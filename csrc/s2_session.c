@@ -1015,11 +1015,6 @@ static double http1_next_deadline(s2_op *op) {
     return d;
 }
 
-static void http1_check_timers(s2_op *op, double now) {
-    (void)op;
-    (void)now;
-}
-
 static const s2_op_ops append_ops = {
     .kind = "append",
     .service = append_service,
@@ -1039,19 +1034,11 @@ static const s2_op_ops append_ops = {
     .worker_busy_locked = append_worker_busy_locked,
 };
 
-/* The same session once the HTTP/1.1 worker posts its batches: it has no stream (the
- * stream functions stay for a connection event already under way). */
+/* The same session once the HTTP/1.1 worker posts its batches: it has no stream. */
 static const s2_op_ops append_http1_ops = {
     .kind = "append-http1",
     .service = http1_service,
     .next_deadline = http1_next_deadline,
-    .check_timers = http1_check_timers,
-    .request = append_request,
-    .on_data = append_on_data,
-    .on_stream_close = append_on_stream_close,
-    .read_body = append_read_body,
-    .on_conn_lost = append_on_conn_lost,
-    .switch_http1 = append_switch_http1,
     .abort = append_abort,
     .done = append_done,
     .free = append_free,

@@ -325,37 +325,9 @@ static int start_sse(s2_read_session *s, s2_error *err) {
 
 /* ---- the ops table: the worker does the reading, the I/O thread only reaps ---------------- */
 
-static void sse_service(s2_op *op) {
-    (void)op;
-}
-
-static double sse_next_deadline(s2_op *op) {
-    (void)op;
-    return 0;
-}
-
-static void sse_check_timers(s2_op *op, double now) {
-    (void)op;
-    (void)now;
-}
-
-static void sse_switch_http1(s2_op *op) {
-    (void)op; /* already there */
-}
-
-static void sse_on_conn_lost(s2_op *op, const s2_error *err) {
-    (void)op; /* no connection of the runtime's */
-    (void)err;
-}
-
+/* No service, timers or stream: the worker reads (and backs off) on its own. */
 static const s2_op_ops sse_ops = {
     .kind = "read-sse",
-    .service = sse_service,
-    .next_deadline = sse_next_deadline,
-    .check_timers = sse_check_timers,
-    .request = NULL, /* never opens an HTTP/2 stream */
-    .on_conn_lost = sse_on_conn_lost,
-    .switch_http1 = sse_switch_http1,
     .abort = s2_reader_op_abort,
     .done = s2_reader_op_done,
     .free = s2_reader_op_free,
