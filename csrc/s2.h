@@ -7,7 +7,9 @@
  *   s2_error.c     error values: server JSON error bodies, retry classification
  *   s2_proto.c     protobuf codec of the S2 v1 messages, metered bytes, batch validation
  *   s2_endpoint.c  endpoint parsing and URL building ({basin} host templates, s2-basin header)
- *   s2_http.c      unary HTTP through libcurl, with retries and backoff
+ *   s2_http.c      one unary HTTP attempt through libcurl; retry rules; blocking calls
+ *   s2_call.c      unary calls as operations of the I/O thread (libcurl multi)
+ *   s2_notice.c    completions: eventfds and the notice socket (s2_wait.h)
  *   lua_s2.c       the Lua binding (s2.core); the only file that includes lua.h
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
@@ -383,6 +385,15 @@ void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out);
 uint64_t s2_runtime_progress(s2_runtime *rt);
 int s2_runtime_progress_fd(s2_runtime *rt);
 
+/* Notices (for event loops that can read a unix socket but not poll an eventfd, such as
+ * OpenResty's cosockets): the path of the runtime's notice socket, made on first call. Its
+ * one peer reads each armed completion's id as 16 lowercase hex digits, once, when it is
+ * done (s2_ticket_notice, s2_call_notice, s2_read_session_notice, ...). A new peer replaces
+ * the old one. */
+int s2_runtime_notice_path(s2_runtime *rt, char *out, size_t cap, s2_error *err);
+/* Arms an id posted at the next progress (see s2_runtime_progress). */
+uint64_t s2_runtime_progress_notice(s2_runtime *rt);
+
 /* False in a forked child: a runtime belongs to the process that made it. */
 bool s2_runtime_owned(const s2_runtime *rt);
 
@@ -517,9 +528,31 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout);
 /* An fd that becomes readable once the ticket resolves (made on first call, closed with the
  * ticket; never drained, so it stays readable). For poll/epoll-based schedulers. -1 on error. */
 int s2_ticket_fd(s2_ticket *t);
+/* Arms the ticket's notice (see s2_runtime_notice_path); posted at once if resolved. */
+uint64_t s2_ticket_notice(s2_ticket *t);
 bool s2_ticket_owned(const s2_ticket *t); /* false in a forked child */
 void s2_ticket_ref(s2_ticket *t);
 void s2_ticket_unref(s2_ticket *t);
+
+/* ---- Unary calls on the I/O thread (s2_call.c) -------------------------------------------
+ * A call is a request the runtime's I/O thread carries out (libcurl multi in its epoll loop,
+ * retries and backoff as timers there) while the caller waits the way its event loop wants:
+ * s2_call_wait blocks (plain scripts), s2_call_fd is an eventfd readable once it is done
+ * (cqueues, luv), s2_call_notice arms a notice on the runtime's notice socket (OpenResty).
+ * States are those of tickets: PENDING, then OK (a 2xx answer) or FAILED. */
+
+typedef struct s2_call s2_call;
+
+/* Copies req (strings and body) and queues it; starts the I/O thread if needed. */
+s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err);
+/* Never waits. OK: *resp points at the answer, valid while the call is held. */
+s2_ticket_state s2_call_result(s2_call *c, const s2_response **resp, s2_error *err);
+s2_ticket_state s2_call_wait(s2_call *c, double timeout); /* timeout < 0: forever */
+int s2_call_fd(s2_call *c);
+uint64_t s2_call_notice(s2_call *c);
+bool s2_call_owned(const s2_call *c); /* false in a forked child */
+/* Drops the caller's handle; a call still pending is abandoned (the I/O thread drops it). */
+void s2_call_release(s2_call *c);
 
 /* This process's id, cached (refreshed after fork). */
 int s2_process_id(void);

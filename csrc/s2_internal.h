@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "s2.h"
+#include "s2_wait.h"
 
 typedef struct s2_conn s2_conn;
 
@@ -41,7 +42,7 @@ struct s2_ticket {
     s2_ticket_state state; /* under mu */
     s2_append_ack ack;     /* under mu, valid when OK */
     s2_error err;          /* under mu, valid when FAILED */
-    int fd;                /* under mu: eventfd made on request (pollfd), written when resolved */
+    s2_completion done;    /* under mu: set when resolved (fd, notice) */
 };
 
 /* One submitted batch: its encoded S2S frame and the ticket it resolves. */

@@ -31,6 +31,8 @@
 #include <unistd.h>
 
 #include "s2_internal.h"
+#include "s2_unary.h"
+#include "s2_wait.h"
 
 #define WINDOW_SIZE S2_H2_WINDOW
 #define MAX_STREAMS_PER_CONN 100u
@@ -60,6 +62,7 @@ typedef struct resolve_job {
 } resolve_job;
 
 struct s2_conn {
+    s2_io_watch watch; /* first: the epoll data of its socket and lookup fds */
     s2_conn *next;
     s2_runtime *rt;
     char host[300]; /* the endpoint host, with the basin prefix for {basin} templates */
@@ -115,6 +118,8 @@ struct s2_runtime {
     s2_runtime *live_next;
 
     pthread_t thread; /* set once, when started */
+    s2_calls *calls;     /* unary calls: queued under mu, driven on the I/O thread */
+    s2_notices *notices; /* under mu: the notice socket (OpenResty), made on request */
 
     /* I/O */
     s2_conn *conns;
@@ -129,6 +134,7 @@ void s2_runtime_unlock(s2_runtime *rt) { pthread_mutex_unlock(&rt->mu); }
 void s2_runtime_broadcast(s2_runtime *rt) {
     pthread_cond_broadcast(&rt->cond);
     rt->progress++;
+    if (rt->notices) s2_notices_progress_locked(rt, rt->notices);
     if (rt->progress_fd >= 0) {
         uint64_t one = 1;
         ssize_t n = write(rt->progress_fd, &one, sizeof one);
@@ -263,6 +269,14 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
+    if (!(rt->calls = s2_calls_new(rt, err))) {
+        s2_runtime_free(rt);
+        return NULL;
+    }
+    if (!(rt->notices = s2_notices_new())) {
+        s2_runtime_free(rt);
+        goto nomem_freed;
+    }
     pthread_once(&exit_once, exit_init);
     live_lock();
     rt->live_next = live_head;
@@ -274,26 +288,51 @@ nomem:
         free(rt->access_token);
         free(rt);
     }
+nomem_freed:
     s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory creating a runtime");
     return NULL;
 }
 
 static void *io_main(void *arg);
 
+int s2_runtime_start_locked(s2_runtime *rt, s2_error *err) {
+    if (rt->stopping) return s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
+    if (rt->started) return 0;
+    int rc = s2_thread_start(&rt->thread, "s2-io", io_main, rt, false);
+    if (rc != 0)
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the I/O thread: %s",
+                       strerror(rc));
+    rt->started = true;
+    return 0;
+}
+
+int s2_runtime_watch(s2_runtime *rt, int op, int fd, uint32_t events, s2_io_watch *w) {
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    return epoll_ctl(rt->epfd, op, fd, &ev);
+}
+
+s2_calls *s2_runtime_calls(s2_runtime *rt) { return rt->calls; }
+s2_notices *s2_runtime_notices(s2_runtime *rt) { return rt->notices; }
+
+int s2_runtime_notice_path(s2_runtime *rt, char *out, size_t cap, s2_error *err) {
+    s2_runtime_lock(rt);
+    int rc = s2_notices_path_locked(rt, rt->notices, out, cap, err);
+    s2_runtime_unlock(rt);
+    return rc;
+}
+
+uint64_t s2_runtime_progress_notice(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    uint64_t id = s2_notices_arm_progress_locked(rt, rt->notices);
+    s2_runtime_unlock(rt);
+    return id;
+}
+
 int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err) {
     s2_runtime_lock(rt);
-    if (rt->stopping) {
+    if (s2_runtime_start_locked(rt, err) != 0) {
         s2_runtime_unlock(rt);
-        return s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
-    }
-    if (!rt->started) {
-        int rc = s2_thread_start(&rt->thread, "s2-io", io_main, rt, false);
-        if (rc != 0) {
-            s2_runtime_unlock(rt);
-            return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the I/O thread: %s",
-                           strerror(rc));
-        }
-        rt->started = true;
+        return -1;
     }
     s->next = rt->sessions;
     rt->sessions = s;
@@ -346,6 +385,8 @@ void s2_runtime_unref(s2_runtime *rt) {
     if (rt->wakefd >= 0) close(rt->wakefd);
     if (rt->progress_fd >= 0) close(rt->progress_fd);
     if (rt->ssl_ctx) SSL_CTX_free(rt->ssl_ctx);
+    s2_calls_free(rt->calls);
+    s2_notices_free(rt->notices);
     pthread_mutex_destroy(&rt->mu);
     pthread_cond_destroy(&rt->cond);
     free(rt->access_token);
@@ -895,8 +936,12 @@ static int conn_start_resolve(s2_conn *c, s2_error *err) {
     return 0;
 }
 
+static void conn_io(s2_conn *c, uint32_t events);
+static void conn_on_events(s2_io_watch *w, uint32_t events) { conn_io((s2_conn *)w, events); }
+
 static s2_conn *conn_new(s2_runtime *rt, const char *host, int port, bool https, s2_error *err) {
     s2_conn *c = calloc(1, sizeof *c);
+    if (c) c->watch.on_events = conn_on_events;
     if (!c) {
         s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a connection");
         return NULL;
@@ -1202,12 +1247,15 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
 }
 
 static void run_timers(s2_runtime *rt, double now) {
+    s2_calls_check_timers(rt->calls, now);
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
     for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_check_timers(s, now);
 }
 
 static int next_timeout_ms(s2_runtime *rt, double now) {
     double next = now + 1.0; /* wake at least once a second */
+    double calls_next = s2_calls_next_deadline(rt->calls);
+    if (calls_next && calls_next < next) next = calls_next;
     for (s2_conn *c = rt->conns; c; c = c->next) {
         double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
         if (d && d < next) next = d;
@@ -1229,6 +1277,7 @@ static void *io_main(void *arg) {
         s2_runtime_unlock(rt);
         if (stopping) break;
 
+        s2_calls_service(rt->calls);
         for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_service(s);
         for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
         reap_sessions(rt);
@@ -1242,7 +1291,8 @@ static void *io_main(void *arg) {
                 (void)r;
                 continue;
             }
-            conn_io(events[i].data.ptr, events[i].events);
+            s2_io_watch *w = events[i].data.ptr;
+            w->on_events(w, events[i].events);
         }
         run_timers(rt, s2_now());
     }
@@ -1258,6 +1308,10 @@ static void *io_main(void *arg) {
     s2_runtime_unlock(rt);
     /* Then everything outstanding fails with "closed" (reported on stderr for sessions whose
      * tickets nobody can see). */
+    s2_calls_abort(rt->calls, &closed);
+    s2_runtime_lock(rt);
+    s2_notices_stop_locked(rt->notices);
+    s2_runtime_unlock(rt);
     for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);
     for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
     reap_conns(rt);

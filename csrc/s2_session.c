@@ -28,7 +28,7 @@ s2_ticket *s2_ticket_new(s2_runtime *rt) {
     atomic_init(&t->refs, 1);
     t->rt = rt;
     s2_runtime_ref(rt);
-    t->fd = -1;
+    s2_completion_init(&t->done);
     t->state = S2_TICKET_PENDING;
     return t;
 }
@@ -40,7 +40,7 @@ void s2_ticket_ref(s2_ticket *t) {
 void s2_ticket_unref(s2_ticket *t) {
     if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
         s2_runtime *rt = t->rt;
-        if (t->fd >= 0) close(t->fd);
+        s2_completion_free(&t->done);
         free(t);
         s2_runtime_unref(rt);
     }
@@ -65,13 +65,9 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout) {
     return st;
 }
 
-/* Rings the ticket's fd, if anyone asked for one. under mu */
+/* Rings the ticket's fd and posts its notice, if anyone asked. under mu */
 static void ticket_signal(s2_ticket *t) {
-    if (t->fd >= 0) {
-        uint64_t one = 1;
-        ssize_t n = write(t->fd, &one, sizeof one);
-        (void)n; /* EAGAIN: already readable */
-    }
+    s2_completion_set_locked(t->rt, &t->done);
 }
 
 /* under mu */
@@ -96,13 +92,16 @@ bool s2_ticket_owned(const s2_ticket *t) {
 
 int s2_ticket_fd(s2_ticket *t) {
     s2_runtime_lock(t->rt);
-    if (t->fd < 0) {
-        t->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (t->fd >= 0 && t->state != S2_TICKET_PENDING) ticket_signal(t);
-    }
-    int fd = t->fd;
+    int fd = s2_completion_fd_locked(&t->done);
     s2_runtime_unlock(t->rt);
     return fd;
+}
+
+uint64_t s2_ticket_notice(s2_ticket *t) {
+    s2_runtime_lock(t->rt);
+    uint64_t id = s2_completion_arm_locked(t->rt, &t->done);
+    s2_runtime_unlock(t->rt);
+    return id;
 }
 
 /* What a failure dropped, for the stderr report of a session nobody watches any more. */
