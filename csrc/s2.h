@@ -361,6 +361,10 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err);
 /* Stops the thread and fails whatever is outstanding with "closed"; idempotent. Sessions
  * and tickets stay valid (in a failed state) until released. */
 void s2_runtime_shutdown(s2_runtime *rt);
+/* The same without waiting for the thread: s2_runtime_stopped tells when it has finished
+ * (then s2_runtime_shutdown returns at once). */
+void s2_runtime_shutdown_start(s2_runtime *rt);
+bool s2_runtime_stopped(s2_runtime *rt);
 /* Shuts down and drops the caller's reference. Sessions and tickets hold references of
  * their own, so they may be released (or used: they fail with "closed") afterwards; the
  * memory goes with the last of them. */
@@ -427,10 +431,13 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
                              s2_ticket **ticket, s2_error *err);
 
 /* Stops new submits, sends what is queued, waits for every ack (timeout < 0: forever),
- * ends the request stream. 0 when everything was acked; -1 with the session's error. */
+ * ends the request stream. 0 when everything was acked; -1 with the session's error.
+ * With timeout 0 it only starts closing (code "timeout" until it has finished). */
 int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err);
 
 void s2_append_session_stats(s2_append_session *s, s2_session_stats *out);
+/* Closed or failed: close() would return at once. Never waits. */
+bool s2_append_session_finished(s2_append_session *s);
 
 /* False in a forked child for a session made by the parent (its I/O thread is not here). */
 bool s2_session_owned(const s2_append_session *s);
@@ -467,6 +474,10 @@ int s2_producer_submit(s2_append_session *s, const s2_record *r, double timeout,
                        s2_ticket **ticket, uint32_t *index, s2_error *err);
 /* Seals the open batch now and waits until everything submitted so far is acked. */
 int s2_producer_flush(s2_append_session *s, double timeout, s2_error *err);
+/* The same without waiting: seals the open batch; 0 with *last the last sealed batch's
+ * ticket (a new reference; NULL when nothing was ever sealed), whose settling means
+ * everything submitted so far is; -1 with the producer's error once it failed. */
+int s2_producer_flush_start(s2_append_session *s, s2_ticket **last, s2_error *err);
 
 /* ---- Read sessions (s2_reader.c) -----------------------------------------------------------
  * A GET .../records stream with S2S framing: ReadBatch frames, heartbeats (no records, a
@@ -511,6 +522,12 @@ s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const
 int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_record *rec,
                          s2_error *err);
 void s2_read_session_status(s2_append_session *s, s2_read_status *out);
+/* Whether next() would return at once (a record, the end, or the failure). Never waits. */
+bool s2_read_session_ready(s2_append_session *s);
+/* An eventfd readable while next() would not wait, and the notice (see
+ * s2_runtime_notice_path) posted once it would not. */
+int s2_read_session_fd(s2_append_session *s);
+uint64_t s2_read_session_notice(s2_append_session *s);
 /* Stops reading; buffered records are dropped. Release the handle with
  * s2_append_session_release as for every session. */
 void s2_read_session_close(s2_append_session *s);

@@ -138,6 +138,7 @@ struct s2_append_session {
     size_t rq_bytes;              /* decoded payload bytes queued for the caller */
     unsigned gen;                 /* current stream generation */
     s2_read_status rstatus;
+    s2_completion readable;       /* set while next() would not wait (see s2_reader_signal) */
     /* I/O */
     bool have_next_seq;
     uint64_t next_seq;           /* resume point: last received seq_num + 1 */
@@ -183,6 +184,8 @@ void s2_reader_attempt_failed(s2_append_session *s, const s2_error *err);
 double s2_reader_next_deadline(s2_append_session *s);
 void s2_reader_check_timers(s2_append_session *s, double now);
 void s2_reader_free(s2_append_session *s);
+/* Sets `readable` when a record, the end or a failure is there for the caller. under mu */
+void s2_reader_signal_locked(s2_append_session *s);
 /* Queues a decoded batch for the caller: 1 queued, 0 heartbeat (freed), -1 error. */
 int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err);
 /* HTTP/1.1 (SSE) reading on a worker thread (s2_sse.c). under mu */

@@ -175,6 +175,23 @@ int s2_producer_submit(s2_append_session *s, const s2_record *r, double timeout,
     return 0;
 }
 
+int s2_producer_flush_start(s2_append_session *s, s2_ticket **last, s2_error *err) {
+    s2_runtime_lock(s->rt);
+    s2_producer_seal_locked(s);
+    s2_ticket *t = s->last_ticket;
+    if (t) s2_ticket_ref(t);
+    bool failed = s->state == S2_SESSION_FAILED;
+    if (failed) *err = s->failure;
+    s2_runtime_unlock(s->rt);
+    s2_runtime_wake(s->rt);
+    if (failed) {
+        s2_ticket_unref(t);
+        return -1;
+    }
+    *last = t;
+    return 0;
+}
+
 int s2_producer_flush(s2_append_session *s, double timeout, s2_error *err) {
     s2_runtime_lock(s->rt);
     s2_producer_seal_locked(s);

@@ -26,6 +26,7 @@ s2_append_session *s2_read_session_open(s2_runtime *rt, const char *basin, const
     s2_append_session *s = s2_session_new(rt, basin, stream, &so, err);
     if (!s) return NULL;
     s->reader = true;
+    s2_completion_init(&s->readable);
     s->ropts = *opts;
     s->last_frame_at = s->last_record_at = s2_now();
     s->http1 = opts->http1; /* before the I/O thread can see the session */
@@ -47,6 +48,7 @@ void s2_reader_free(s2_append_session *s) {
         rbatch_free(b);
     }
     s->rq_head = s->rq_tail = NULL;
+    s2_completion_free(&s->readable);
 }
 
 int s2_reader_path(s2_append_session *s, s2_buf *b) {
@@ -99,6 +101,46 @@ static void drop_stream(s2_append_session *s) {
     s2_runtime_unlock(s->rt);
 }
 
+/* Whether next() has something to return without waiting. under mu */
+static bool reader_has_news(const s2_append_session *s) {
+    for (const s2_rbatch *b = s->rq_head; b; b = b->next)
+        if (b->pos < b->batch.num_records) return true;
+    return s->state != S2_SESSION_OPEN || s->rstatus.ended;
+}
+
+void s2_reader_signal_locked(s2_append_session *s) {
+    if (reader_has_news(s)) s2_completion_set_locked(s->rt, &s->readable);
+}
+
+/* The completion as the state is now (a drained queue leaves it set). under mu */
+static void sync_readable(s2_append_session *s) {
+    if (reader_has_news(s)) s2_completion_set_locked(s->rt, &s->readable);
+    else s2_completion_clear_locked(&s->readable);
+}
+
+int s2_read_session_fd(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    sync_readable(s);
+    int fd = s2_completion_fd_locked(&s->readable);
+    s2_runtime_unlock(s->rt);
+    return fd;
+}
+
+uint64_t s2_read_session_notice(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    sync_readable(s);
+    uint64_t id = s2_completion_arm_locked(s->rt, &s->readable);
+    s2_runtime_unlock(s->rt);
+    return id;
+}
+
+bool s2_read_session_ready(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    bool ready = reader_has_news(s);
+    s2_runtime_unlock(s->rt);
+    return ready;
+}
+
 static void reader_fail(s2_append_session *s, const s2_error *err) {
     drop_stream(s);
     s2_runtime_lock(s->rt);
@@ -106,6 +148,7 @@ static void reader_fail(s2_append_session *s, const s2_error *err) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
     s->retry_at = 0;
@@ -274,6 +317,7 @@ int s2_reader_enqueue(s2_append_session *s, s2_rbatch *b, s2_error *err) {
         if (s->rq_tail) s->rq_tail->next = b;
         else s->rq_head = b;
         s->rq_tail = b;
+        s2_reader_signal_locked(s);
     }
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
@@ -370,6 +414,7 @@ void s2_reader_on_stream_close(s2_append_session *s, uint32_t h2_error) {
     drop_stream(s);
     s2_runtime_lock(s->rt);
     s->rstatus.ended = true;
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
 }
@@ -419,6 +464,7 @@ int s2_read_session_next(s2_append_session *s, double timeout, s2_sequenced_reco
             s2_runtime_lock(s->rt);
             continue;
         }
+        if (deadline >= 0 && s2_now() >= deadline) s2_completion_clear_locked(&s->readable);
         if (!s2_runtime_wait(s->rt, deadline)) {
             s2_fail(err, S2_E_TIMEOUT, "timeout", "no record within %.3f s", timeout);
             err->retryable = true;
@@ -446,6 +492,7 @@ void s2_read_session_status(s2_append_session *s, s2_read_status *out) {
 void s2_read_session_close(s2_append_session *s) {
     s2_runtime_lock(s->rt);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSED;
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
     s2_runtime_wake(s->rt);

@@ -103,6 +103,7 @@ struct s2_runtime {
     /* under mu */
     bool started;
     bool stopping;
+    bool io_done; /* the I/O thread has finished (everything outstanding failed) */
     s2_append_session *sessions;
     s2_runtime_stats stats;
     bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
@@ -345,6 +346,23 @@ void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out) {
     s2_runtime_lock(rt);
     *out = rt->stats;
     s2_runtime_unlock(rt);
+}
+
+void s2_runtime_shutdown_start(s2_runtime *rt) {
+    if (!rt || !s2_runtime_owned(rt)) return;
+    s2_runtime_lock(rt);
+    rt->stopping = true;
+    s2_runtime_broadcast(rt);
+    s2_runtime_unlock(rt);
+    s2_runtime_wake(rt);
+}
+
+bool s2_runtime_stopped(s2_runtime *rt) {
+    if (!rt || !s2_runtime_owned(rt)) return true;
+    s2_runtime_lock(rt);
+    bool done = !rt->started || rt->io_done;
+    s2_runtime_unlock(rt);
+    return done;
 }
 
 void s2_runtime_shutdown(s2_runtime *rt) {
@@ -1310,6 +1328,8 @@ static void *io_main(void *arg) {
      * tickets nobody can see). */
     s2_calls_abort(rt->calls, &closed);
     s2_runtime_lock(rt);
+    rt->io_done = true;
+    s2_runtime_broadcast(rt); /* progress notices go out before the socket closes */
     s2_notices_stop_locked(rt->notices);
     s2_runtime_unlock(rt);
     for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_abort(s, &closed);

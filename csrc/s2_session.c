@@ -433,6 +433,13 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
     return rc;
 }
 
+bool s2_append_session_finished(s2_append_session *s) {
+    s2_runtime_lock(s->rt);
+    bool done = s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED;
+    s2_runtime_unlock(s->rt);
+    return done;
+}
+
 void s2_session_drain_locked(s2_append_session *s) {
     if (s->reader) return;
     s->report_loss = true;
@@ -587,6 +594,7 @@ void s2_session_abort(s2_append_session *s, const s2_error *err) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
 }

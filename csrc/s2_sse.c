@@ -147,6 +147,7 @@ static void stop_with(s2_append_session *s, const s2_error *err, bool ended) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->rt);
     s2_runtime_unlock(s->rt);
 }
