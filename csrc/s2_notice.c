@@ -97,6 +97,7 @@ struct s2_notices {
     size_t out_off;
     uint64_t *progress;      /* under mu: ids armed for the next progress */
     size_t nprogress, progress_cap;
+    double last_post; /* under mu: when a notice last went out (heartbeats) */
 };
 
 s2_notices *s2_notices_new(void) {
@@ -172,7 +173,12 @@ void s2_notices_post_locked(s2_runtime *rt, s2_notices *n, uint64_t id) {
     char text[NOTICE_LEN + 1];
     snprintf(text, sizeof text, "%016llx", (unsigned long long)id);
     if (s2_buf_append(&n->out, text, NOTICE_LEN) != 0) return; /* lost: the slice recovers */
+    n->last_post = s2_now();
     flush_out(n);
+}
+
+void s2_notices_tick_locked(s2_runtime *rt, s2_notices *n, double now) {
+    if (n->peer_fd >= 0 && now - n->last_post >= 1.0) s2_notices_post_locked(rt, n, 0);
 }
 
 uint64_t s2_notices_arm_progress_locked(s2_runtime *rt, s2_notices *n) {

@@ -1266,6 +1266,9 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
 
 static void run_timers(s2_runtime *rt, double now) {
     s2_calls_check_timers(rt->calls, now);
+    s2_runtime_lock(rt);
+    s2_notices_tick_locked(rt, rt->notices, now);
+    s2_runtime_unlock(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
     for (s2_append_session *s = session_list(rt); s; s = s->next) s2_session_check_timers(s, now);
 }

@@ -51,6 +51,9 @@ void s2_notices_free(s2_notices *n); /* closes and removes the socket */
 /* The socket's path into out (made and listening on first call). under mu */
 int s2_notices_path_locked(s2_runtime *rt, s2_notices *n, char *out, size_t cap,
                            s2_error *err);
+/* A heartbeat (id 0) after a second without notices, so the peer's reads time out only
+ * when the runtime is gone. I/O thread, under mu */
+void s2_notices_tick_locked(s2_runtime *rt, s2_notices *n, double now);
 /* Closes the sockets and removes the file (the runtime stopped). under mu */
 void s2_notices_stop_locked(s2_notices *n);
 /* A fresh id, never 0. under mu */
