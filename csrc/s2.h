@@ -8,7 +8,10 @@
  *   s2_proto.c     protobuf codec of the S2 v1 messages, metered bytes, batch validation
  *   s2_endpoint.c  endpoint parsing and URL building ({basin} host templates, s2-basin header)
  *   s2_http.c      unary HTTP through libcurl, with retries and backoff
- *   lua_s2.c       the Lua binding (s2.core); the only file that includes lua.h
+ *   lua_s2*.c      the Lua binding (s2.core), the only files that include lua.h: lua_s2.c
+ *                  (module, error metatable, class registration), lua_s2_conv.c
+ *                  (conversions, argument checks), lua_s2_codec.c (codec functions) and
+ *                  one file per class: _client, _session, _producer, _ticket, _reader
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
  * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an
