@@ -10,7 +10,10 @@
  *   s2_http.c      one unary HTTP attempt through libcurl; retry rules; blocking calls
  *   s2_call.c      unary calls as operations of the I/O thread (libcurl multi)
  *   s2_notice.c    completions: eventfds and the notice socket (s2_wait.h)
- *   lua_s2.c       the Lua binding (s2.core); the only file that includes lua.h
+ *   lua_s2*.c      the Lua binding (s2.core), the only files that include lua.h: lua_s2.c
+ *                  (module, error metatable, class registration), lua_s2_conv.c
+ *                  (conversions, argument checks), lua_s2_codec.c (codec functions) and
+ *                  one file per class: _client, _session, _producer, _ticket, _reader
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
  * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an

@@ -320,14 +320,18 @@ local function ack(ticket, timeout)
   return ticket:result()
 end
 
--- Every ticket's ack() goes through the strategy above; wait() stays the blocking one.
-core.methods("ticket").ack = ack
-core.methods("record_ticket").ack = ack
+-- One ticket class serves sessions' batch tickets and producers' record tickets. Its ack()
+-- goes through the strategy above; wait() stays the blocking one.
+local ticket_methods = core.methods("ticket")
+ticket_methods.ack = ack
 
---- record_ticket:seq_num([timeout]) -> seq_num | nil, err: waits like ack() but returns
--- only the record's position, without building ack tables (the cheap path).
-core.methods("record_ticket").seq_num = function(ticket, timeout)
+--- ticket:seq_num([timeout]) -> seq_num | nil, err (record tickets): waits like ack() but
+-- returns only the record's position, without building ack tables (the cheap path).
+ticket_methods.seq_num = function(ticket, timeout)
   timeout = check_timeout("ticket:seq_num", timeout)
+  -- Also raises at once, before any wait, for a session's (batch) ticket: it has no seq_num.
+  local done, rerr = ticket:result_seq_num()
+  if done ~= false then return done, rerr end
   local ok, err = M.wait(ticket, timeout)
   if ok == "block" then
     ok, err = ticket:wait(timeout) -- blocks; the ack it returns is not needed
