@@ -141,6 +141,7 @@ int luaopen_s2_core(lua_State *L) {
     s2l_open_ticket(L, emt);
     s2l_open_producer(L, emt);
     s2l_open_reader(L, emt);
+    s2l_open_call(L, emt);
 
     luaL_newlibtable(L, module_funcs);
     lua_pushvalue(L, emt);

@@ -17,6 +17,7 @@
 #define PRODUCER_MT "s2.core.producer"
 #define READER_MT "s2.core.read_session"
 #define TICKET_MT "s2.core.ticket"
+#define CALL_MT "s2.core.call"
 
 /* ---- lua_s2.c: the module -------------------------------------------------------------- */
 
@@ -32,6 +33,7 @@ void s2l_open_session(lua_State *L, int emt);
 void s2l_open_producer(lua_State *L, int emt);
 void s2l_open_ticket(lua_State *L, int emt);
 void s2l_open_reader(lua_State *L, int emt);
+void s2l_open_call(lua_State *L, int emt);
 
 /* ---- lua_s2_conv.c: conversions and argument checks ------------------------------------- */
 
@@ -47,6 +49,10 @@ bool s2l_opt_u64(lua_State *L, int idx, const char *k, const char *ctx, uint64_t
 double s2l_opt_number(lua_State *L, int idx, const char *k, double dflt);
 const char *s2l_opt_string(lua_State *L, int idx, const char *k, size_t *len);
 size_t s2l_opt_size(lua_State *L, int idx, const char *k, size_t dflt);
+
+/* A notice just armed (id 0: none could be) pushed as what waitables' notice() return:
+ * the id as 16 hex digits and the runtime's notice socket path, or nil, err. */
+int s2l_push_notice(lua_State *L, s2_runtime *rt, uint64_t id);
 
 /* A timeout argument in seconds: -1 (forever) for nil or anything over a year. */
 double s2l_opt_timeout(lua_State *L, int idx);
@@ -133,5 +139,15 @@ int s2l_push_session_stats(lua_State *L, s2_append_session *s);
 /* Pushes a ticket for t (taking its reference) that keeps the object at stack index 1 alive;
  * of_record: a producer's record ticket, index its place in the batch. */
 void s2l_push_ticket(lua_State *L, s2_ticket *t, bool of_record, uint32_t index);
+
+/* ---- lua_s2_call.c ---------------------------------------------------------------------- */
+
+typedef enum s2l_call_kind { S2L_CALL_APPEND, S2L_CALL_READ, S2L_CALL_REQUEST } s2l_call_kind;
+/* Pushes a call object for c (taking its handle) that keeps the client at index 1 alive. */
+void s2l_push_call(lua_State *L, s2_call *c, s2l_call_kind kind, size_t num_records);
+
+/* ---- lua_s2_session.c ---- */
+/* session:finished() of an append session or producer of class mt. */
+int s2l_session_finished_of(lua_State *L, const char *mt);
 
 #endif

@@ -1,6 +1,6 @@
-/* lua_s2_client.c — the client userdata (s2.core.client): configuration, unary calls
- * (append, read, request) on the caller's thread, the runtime its sessions share, fork
- * handling, stats and progress. The session kinds' constructors are its methods too; each
+/* lua_s2_client.c — the client userdata (s2.core.client): configuration, the runtime its
+ * calls and sessions share, unary calls (append, read, request: started here, carried out
+ * on the I/O thread, awaited through call objects), fork handling, stats and progress. The session kinds' constructors are its methods too; each
  * lives with its class. */
 #include <math.h>
 #include <stdio.h>
@@ -9,37 +9,40 @@
 
 #include "lua_s2.h"
 
-/* A client: unary calls run on the caller's thread (http); sessions on the runtime's I/O
- * thread, created with the first session. Both belong to the process that made them. */
+/* A client: its runtime (made with the client; its I/O thread starts with the first call
+ * or session) belongs to the process that made it. */
 struct s2l_client {
-    s2_http *http;
-    s2_runtime *rt;
+    s2_runtime *rt; /* NULL only if a fork child could not make its own */
+    bool closed;
     pid_t pid;
 };
 
 /* A forked child must not use (or free) its parent's connections and thread: it leaves
- * them alone and starts its own on next use. */
+ * them alone (abandoned, not freed: the sockets are shared) and makes its own runtime. */
 static void client_after_fork(s2l_client *c) {
     if (c->pid == s2_process_id()) return;
-    if (c->http) {
-        s2_error err;
-        s2_http *fresh = s2_http_new(s2_http_config(c->http), &err);
-        c->http = fresh; /* the parent's handle is abandoned, not freed: its sockets are shared */
-    }
-    c->rt = NULL;
+    s2_error err;
+    c->rt = c->rt ? s2_runtime_new(s2_runtime_config(c->rt), &err) : NULL;
     c->pid = s2_process_id();
 }
 
 s2l_client *s2l_check_client(lua_State *L) {
     s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
     client_after_fork(c);
-    if (!c->http) luaL_error(L, "client is closed");
+    if (c->closed || !c->rt) luaL_error(L, "client is closed");
     return c;
 }
 
-/* The client's runtime (I/O thread), made with the first session. NULL, *err on failure. */
+/* The client at index 1 closed or not (progress waits outlive close_start). */
+static s2l_client *client_any(lua_State *L) {
+    s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
+    if (!c->rt) luaL_error(L, "client is closed");
+    return c;
+}
+
 s2_runtime *s2l_client_runtime(s2l_client *c, s2_error *err) {
-    if (!c->rt) c->rt = s2_runtime_new(s2_http_config(c->http), err);
+    if (!c->rt) s2_fail(err, S2_E_NOMEM, "out_of_memory", "the client has no runtime");
     return c->rt;
 }
 
@@ -80,23 +83,40 @@ int s2l_client_new(lua_State *L) {
     if (!(cfg.drain_timeout >= 0)) luaL_error(L, "drain_timeout: must be >= 0");
 
     s2l_client *c = lua_newuserdatauv(L, sizeof *c, 0);
-    c->http = NULL;
     c->rt = NULL;
+    c->closed = false;
     c->pid = s2_process_id();
     luaL_setmetatable(L, CLIENT_MT);
     s2_error err;
-    c->http = s2_http_new(&cfg, &err);
-    if (!c->http) return s2l_fail(L, &err);
+    c->rt = s2_runtime_new(&cfg, &err);
+    if (!c->rt) return s2l_fail(L, &err);
     return 1;
 }
 
-/* client:close(): ends every session (their tickets fail with "closed") and connection. */
+/* client:close_start() -> true when the I/O thread has to finish first (await stopped()):
+ * every call and session fails with "closed". */
+static int l_client_close_start(lua_State *L) {
+    s2l_client *c = client_any(L);
+    c->closed = true;
+    s2_runtime_shutdown_start(c->rt);
+    lua_pushboolean(L, !s2_runtime_stopped(c->rt));
+    return 1;
+}
+
+/* client:stopped() -> whether the I/O thread has finished (close() then returns at once). */
+static int l_client_stopped(lua_State *L) {
+    s2l_client *c = client_any(L);
+    lua_pushboolean(L, s2_runtime_stopped(c->rt));
+    return 1;
+}
+
+/* client:close(): ends every session (their tickets fail with "closed") and connection;
+ * joins the I/O thread (lua/s2 awaits stopped() first, so that does not wait). */
 static int l_client_close(lua_State *L) {
     s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
     client_after_fork(c);
-    if (c->rt) s2_runtime_shutdown(c->rt);
-    s2_http_free(c->http);
-    c->http = NULL;
+    c->closed = true;
+    s2_runtime_shutdown(c->rt);
     return 0;
 }
 
@@ -114,8 +134,7 @@ static int l_client_gc(lua_State *L) {
         s2_runtime_free(c->rt);
         c->rt = NULL;
     }
-    s2_http_free(c->http);
-    c->http = NULL;
+    c->closed = true;
     return 0;
 }
 
@@ -132,22 +151,18 @@ static void stream_path(lua_State *L, int idx, const char *suffix, s2_buf *path)
     }
 }
 
-/* Runs a call and copies the answer into Lua before anything can raise. Returns 0 with the
- * body pushed, or -1 with nil, err pushed. */
-static int run_call(lua_State *L, s2l_client *c, const s2_request *req, s2_response *resp) {
+/* Starts req on the I/O thread and pushes its call object, or nil, err. The request is
+ * copied: the caller's buffers may go at once. */
+static int start_call(lua_State *L, s2l_client *c, const s2_request *req, s2l_call_kind kind,
+                      size_t num_records) {
     s2_error err;
-    int rc = s2_http_call(c->http, req, resp, &err);
-    if (rc != 0) {
-        s2_buf_free(&resp->body);
-        s2l_fail(L, &err);
-        return -1;
-    }
-    lua_pushlstring(L, resp->body.data ? (const char *)resp->body.data : "", resp->body.len);
-    s2_buf_free(&resp->body);
-    return 0;
+    s2_call *call = s2_call_start(c->rt, req, &err);
+    if (!call) return s2l_fail(L, &err);
+    s2l_push_call(L, call, kind, num_records);
+    return 1;
 }
 
-/* client:append(basin, stream, records [, opts]) -> ack | nil, err */
+/* client:append(basin, stream, records [, opts]) -> call | nil, err (its result: the ack) */
 static int l_client_append(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     const char *basin = s2l_check_basin(L, 2);
@@ -171,23 +186,9 @@ static int l_client_append(lua_State *L) {
         .body_len = len,
         .kind = S2_CALL_APPEND,
     };
-    s2_response resp;
-    int rc = run_call(L, c, &req, &resp);
+    int n = start_call(L, c, &req, S2L_CALL_APPEND, in.num_records);
     s2_buf_free(&path);
-    if (rc != 0) return 2;
-    size_t n;
-    const uint8_t *p = (const uint8_t *)lua_tolstring(L, -1, &n);
-    s2_append_ack ack;
-    s2_error err;
-    if (s2_append_ack_decode(p, n, &ack, &err) != 0) return s2l_fail(L, &err);
-    if (ack.end.seq_num - ack.start.seq_num != in.num_records) {
-        s2_fail(&err, S2_E_PROTOCOL, "protocol_error",
-                "ack covers %llu records, the batch had %zu",
-                (unsigned long long)(ack.end.seq_num - ack.start.seq_num), in.num_records);
-        return s2l_fail(L, &err);
-    }
-    s2l_push_ack(L, &ack);
-    return 1;
+    return n;
 }
 
 /* Appends the query string of o to path; -1 when out of memory. */
@@ -210,7 +211,7 @@ static int read_query(const s2l_read_opts *o, s2_buf *path) {
     return rc ? -1 : 0;
 }
 
-/* client:read(basin, stream, opts) -> batch | nil, err
+/* client:read(basin, stream, opts) -> call | nil, err (its result: the batch)
  * opts: seq_num | timestamp | tail_offset, clamp, count, bytes, until, wait (seconds) */
 static int l_client_read(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
@@ -234,22 +235,13 @@ static int l_client_read(lua_State *L) {
         .kind = S2_CALL_IDEMPOTENT,
         .extra_timeout = o.wait > 0 ? ceil(o.wait) : 0,
     };
-    s2_response resp;
-    int rc = run_call(L, c, &req, &resp);
+    int n = start_call(L, c, &req, S2L_CALL_READ, 0);
     s2_buf_free(&path);
-    if (rc != 0) return 2;
-    size_t n;
-    const uint8_t *p = (const uint8_t *)lua_tolstring(L, -1, &n);
-    s2_read_batch b;
-    s2_error err;
-    if (s2_read_batch_decode(p, n, &b, &err) != 0) return s2l_fail(L, &err);
-    s2l_push_read_batch(L, &b);
-    s2_read_batch_free(&b);
-    return 1;
+    return n;
 }
 
 /* client:request{ method, basin?, path, body?, content_type?, accept?, request_token? }
- *   -> status, body, provision_result | nil, err   (management calls; JSON bodies) */
+ *   -> call | nil, err; its result: status, body, provision_result (management calls) */
 static int l_client_request(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -269,20 +261,14 @@ static int l_client_request(lua_State *L) {
     req.accept = s2l_opt_string(L, 2, "accept", &len);
     req.request_token = s2l_opt_string(L, 2, "request_token", &len);
     req.kind = S2_CALL_IDEMPOTENT;
-    s2_response resp;
-    if (run_call(L, c, &req, &resp) != 0) return 2;
-    lua_pushinteger(L, resp.status);
-    lua_insert(L, -2);
-    if (resp.provision_result[0]) lua_pushstring(L, resp.provision_result);
-    else lua_pushnil(L);
-    return 3;
+    return start_call(L, c, &req, S2L_CALL_REQUEST, 0);
 }
 
 /* client:stats() -> { connections_opened, connections_open } (sessions' transport) */
 static int l_client_stats(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     s2_runtime_stats st = {0};
-    if (c->rt) s2_runtime_get_stats(c->rt, &st);
+    s2_runtime_get_stats(c->rt, &st);
     lua_createtable(L, 0, 2);
     s2l_set_int(L, "connections_opened", st.connections_opened);
     s2l_set_int(L, "connections_open", st.connections_open);
@@ -291,13 +277,19 @@ static int l_client_stats(lua_State *L) {
 
 /* client:progress() -> n; client:progress_fd() -> fd (see s2_runtime_progress) */
 static int l_client_progress(lua_State *L) {
-    s2l_client *c = s2l_check_client(L);
-    lua_pushinteger(L, c->rt ? (lua_Integer)s2_runtime_progress(c->rt) : 0);
+    s2l_client *c = client_any(L);
+    lua_pushinteger(L, (lua_Integer)s2_runtime_progress(c->rt));
     return 1;
 }
 
+/* client:progress_notice() -> id, path: a notice at the next progress (OpenResty). */
+static int l_client_progress_notice(lua_State *L) {
+    s2l_client *c = client_any(L);
+    return s2l_push_notice(L, c->rt, s2_runtime_progress_notice(c->rt));
+}
+
 static int l_client_progress_fd(lua_State *L) {
-    s2l_client *c = s2l_check_client(L);
+    s2l_client *c = client_any(L);
     s2_error err;
     if (!s2l_client_runtime(c, &err)) return s2l_fail(L, &err);
     int fd = s2_runtime_progress_fd(c->rt);
@@ -309,6 +301,9 @@ static int l_client_progress_fd(lua_State *L) {
 static const luaL_Reg client_methods[] = {
     {"progress", l_client_progress},
     {"progress_fd", l_client_progress_fd},
+    {"progress_notice", l_client_progress_notice},
+    {"close_start", l_client_close_start},
+    {"stopped", l_client_stopped},
     {"append_session", s2l_client_append_session},
     {"producer", s2l_client_producer},
     {"read_session", s2l_client_read_session},

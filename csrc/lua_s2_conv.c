@@ -354,3 +354,18 @@ void s2l_push_read_batch(lua_State *L, const s2_read_batch *b) {
         lua_setfield(L, -2, "tail");
     }
 }
+
+int s2l_push_notice(lua_State *L, s2_runtime *rt, uint64_t id) {
+    s2_error err;
+    char path[128];
+    if (!id) {
+        s2_fail(&err, S2_E_CONNECTION, "connection_failed", "no notice could be armed");
+        return s2l_fail(L, &err);
+    }
+    if (s2_runtime_notice_path(rt, path, sizeof path, &err) != 0) return s2l_fail(L, &err);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
+    lua_pushlstring(L, hex, 16);
+    lua_pushstring(L, path);
+    return 2;
+}

@@ -84,6 +84,25 @@ static int l_producer_flush(lua_State *L) {
     return 1;
 }
 
+/* producer:flush_start() -> ticket (the last sealed batch's: settled when everything
+ * submitted so far is) | true (nothing was ever sealed) | nil, err (the producer failed) */
+static int l_producer_flush_start(lua_State *L) {
+    s2l_session_ud *u = check_producer(L);
+    s2_ticket *t = NULL;
+    s2_error err;
+    if (s2_producer_flush_start(u->s, &t, &err) != 0) return s2l_fail(L, &err);
+    if (!t) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    s2l_push_ticket(L, t, false, 0);
+    return 1;
+}
+
+static int l_producer_finished(lua_State *L) {
+    return s2l_session_finished_of(L, PRODUCER_MT);
+}
+
 static int l_producer_close(lua_State *L) {
     return s2l_close_session_of(L, PRODUCER_MT);
 }
@@ -102,6 +121,8 @@ static int l_producer_gc(lua_State *L) {
 static const luaL_Reg producer_methods[] = {
     {"submit", l_producer_submit},
     {"flush", l_producer_flush},
+    {"flush_start", l_producer_flush_start},
+    {"finished", l_producer_finished},
     {"close", l_producer_close},
     {"stats", l_producer_stats},
     {NULL, NULL},

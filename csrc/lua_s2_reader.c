@@ -72,6 +72,36 @@ static int l_reader_next(lua_State *L) {
     return 1;
 }
 
+/* The waitable protocol (lua/s2/await.lua): ready() when next(0) would not time out. */
+static int l_reader_ready(lua_State *L) {
+    lua_pushboolean(L, s2_read_session_ready(check_reader(L)->s));
+    return 1;
+}
+
+static int l_reader_pollfd(lua_State *L) {
+    int fd = s2_read_session_fd(check_reader(L)->s);
+    if (fd < 0) return luaL_error(L, "reader:pollfd: no eventfd available");
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int l_reader_events(lua_State *L) {
+    check_reader(L);
+    lua_pushliteral(L, "r");
+    return 1;
+}
+
+static int l_reader_timeout(lua_State *L) {
+    if (s2_read_session_ready(check_reader(L)->s)) lua_pushnumber(L, 0);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int l_reader_notice(lua_State *L) {
+    s2l_session_ud *u = check_reader(L);
+    return s2l_push_notice(L, s2_session_runtime(u->s), s2_read_session_notice(u->s));
+}
+
 /* reader:status() -> { caught_up, tail, ended, delivered, reconnects, buffered_bytes } */
 static int l_reader_status(lua_State *L) {
     s2l_session_ud *u = check_reader(L);
@@ -106,6 +136,11 @@ static int l_reader_close(lua_State *L) {
 static const luaL_Reg reader_methods[] = {
     {"next", l_reader_next},
     {"status", l_reader_status},
+    {"ready", l_reader_ready},
+    {"pollfd", l_reader_pollfd},
+    {"events", l_reader_events},
+    {"timeout", l_reader_timeout},
+    {"notice", l_reader_notice},
     {"close", l_reader_close},
     {NULL, NULL},
 };

@@ -76,6 +76,17 @@ int s2l_close_session_of(lua_State *L, const char *mt) {
     return 1;
 }
 
+/* finished() -> whether close() would return at once (closed, failed, or released). */
+int s2l_session_finished_of(lua_State *L, const char *mt) {
+    s2l_session_ud *u = luaL_checkudata(L, 1, mt);
+    lua_pushboolean(L, !u->s || !s2_session_owned(u->s) || s2_append_session_finished(u->s));
+    return 1;
+}
+
+static int l_session_finished(lua_State *L) {
+    return s2l_session_finished_of(L, SESSION_MT);
+}
+
 static int l_session_close(lua_State *L) {
     return s2l_close_session_of(L, SESSION_MT);
 }
@@ -111,6 +122,7 @@ static int l_session_gc(lua_State *L) {
 static const luaL_Reg session_methods[] = {
     {"submit", l_session_submit},
     {"close", l_session_close},
+    {"finished", l_session_finished},
     {"stats", l_session_stats},
     {NULL, NULL},
 };

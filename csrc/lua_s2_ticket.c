@@ -135,6 +135,12 @@ static int l_ticket_timeout(lua_State *L) {
     return 1;
 }
 
+/* ticket:notice() -> id, path | nil, err (OpenResty's dispatcher, see s2_wait.h) */
+static int l_ticket_notice(lua_State *L) {
+    ticket_ud *u = check_ticket(L);
+    return s2l_push_notice(L, s2_ticket_runtime(u->t), s2_ticket_notice(u->t));
+}
+
 static int l_ticket_gc(lua_State *L) {
     ticket_ud *u = luaL_checkudata(L, 1, TICKET_MT);
     s2_ticket_unref(u->t);
@@ -151,6 +157,7 @@ static const luaL_Reg ticket_methods[] = {
     {"pollfd", l_ticket_pollfd},
     {"events", l_ticket_events},
     {"timeout", l_ticket_timeout},
+    {"notice", l_ticket_notice},
     {NULL, NULL},
 };
 

@@ -401,6 +401,9 @@ int s2_runtime_notice_path(s2_runtime *rt, char *out, size_t cap, s2_error *err)
 /* Arms an id posted at the next progress (see s2_runtime_progress). */
 uint64_t s2_runtime_progress_notice(s2_runtime *rt);
 
+/* The configuration the runtime copied (strings owned by it). */
+const s2_config *s2_runtime_config(s2_runtime *rt);
+
 /* False in a forked child: a runtime belongs to the process that made it. */
 bool s2_runtime_owned(const s2_runtime *rt);
 
@@ -444,6 +447,7 @@ bool s2_append_session_finished(s2_append_session *s);
 
 /* False in a forked child for a session made by the parent (its I/O thread is not here). */
 bool s2_session_owned(const s2_append_session *s);
+s2_runtime *s2_session_runtime(const s2_append_session *s);
 
 /* Drops the caller's reference. A session not closed yet drains in the background. */
 void s2_append_session_release(s2_append_session *s);
@@ -551,6 +555,7 @@ int s2_ticket_fd(s2_ticket *t);
 /* Arms the ticket's notice (see s2_runtime_notice_path); posted at once if resolved. */
 uint64_t s2_ticket_notice(s2_ticket *t);
 bool s2_ticket_owned(const s2_ticket *t); /* false in a forked child */
+s2_runtime *s2_ticket_runtime(const s2_ticket *t);
 void s2_ticket_ref(s2_ticket *t);
 void s2_ticket_unref(s2_ticket *t);
 
@@ -571,6 +576,7 @@ s2_ticket_state s2_call_wait(s2_call *c, double timeout); /* timeout < 0: foreve
 int s2_call_fd(s2_call *c);
 uint64_t s2_call_notice(s2_call *c);
 bool s2_call_owned(const s2_call *c); /* false in a forked child */
+s2_runtime *s2_call_runtime(const s2_call *c);
 /* Drops the caller's handle; a call still pending is abandoned (the I/O thread drops it). */
 void s2_call_release(s2_call *c);
 

@@ -187,6 +187,10 @@ uint64_t s2_call_notice(s2_call *c) {
     return id;
 }
 
+s2_runtime *s2_call_runtime(const s2_call *c) {
+    return c->rt;
+}
+
 bool s2_call_owned(const s2_call *c) {
     return s2_runtime_owned(c->rt);
 }

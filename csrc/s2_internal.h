@@ -249,7 +249,6 @@ bool s2_runtime_wait(s2_runtime *rt, double deadline);
 void s2_runtime_wake(s2_runtime *rt); /* nudge the I/O thread */
 bool s2_runtime_stopping(s2_runtime *rt); /* with mu held */
 bool s2_runtime_http1(s2_runtime *rt);     /* with mu held: the server spoke no HTTP/2 */
-const s2_config *s2_runtime_config(s2_runtime *rt);
 /* Adds the session to the runtime (starting the thread if needed). */
 int s2_runtime_add_session(s2_runtime *rt, s2_append_session *s, s2_error *err);
 /* Opens an S2S request stream for the session on a suitable connection, or -1 (err) when

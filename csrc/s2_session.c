@@ -86,6 +86,10 @@ static void ticket_fail(s2_ticket *t, const s2_error *err) {
     ticket_signal(t);
 }
 
+s2_runtime *s2_ticket_runtime(const s2_ticket *t) {
+    return t->rt;
+}
+
 bool s2_ticket_owned(const s2_ticket *t) {
     return s2_runtime_owned(t->rt);
 }
@@ -452,6 +456,10 @@ bool s2_session_drained_locked(const s2_append_session *s) {
     /* inflight_batches counts every sealed batch not acked yet (pending, on the wire, or
      * being posted by the HTTP/1.1 worker); the producer's open batch is sealed above. */
     return s->stats.inflight_batches == 0 && !s->open;
+}
+
+s2_runtime *s2_session_runtime(const s2_append_session *s) {
+    return s->rt;
 }
 
 bool s2_session_owned(const s2_append_session *s) {

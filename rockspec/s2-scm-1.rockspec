@@ -35,6 +35,7 @@ build = {
         "csrc/s2_notice.c",
         "csrc/lua_s2.c", "csrc/lua_s2_conv.c", "csrc/lua_s2_codec.c", "csrc/lua_s2_client.c",
         "csrc/lua_s2_session.c", "csrc/lua_s2_producer.c", "csrc/lua_s2_ticket.c", "csrc/lua_s2_reader.c",
+        "csrc/lua_s2_call.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "curl", "nghttp2", "ssl", "crypto", "zstd", "z", "pthread" },
