@@ -123,15 +123,16 @@ static int l_client_close(lua_State *L) {
 /* __gc (also at lua_close, when every object is finalized): usually nothing refers to the
  * client any more, nor to its sessions and tickets (they keep their client alive through
  * their user values, so they were finalized first and their sessions are draining). Unlike
- * close(), it lets what they submitted drain for up to drain_timeout, and what does not
- * make it is reported on stderr. Sessions finalized after it (an order lua_close does not
- * promise) still find their runtime: it lives until the last of them is released. */
+ * close(), it lets what they submitted drain for up to drain_timeout — on the I/O thread, so
+ * the finalizer returns at once (it may run inside an event loop) — and what does not make
+ * it is reported on stderr; at process exit the drain is waited for. Sessions finalized
+ * after it (an order lua_close does not promise) still find their runtime: it lives until
+ * the last of them is released. */
 static int l_client_gc(lua_State *L) {
     s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
     client_after_fork(c);
     if (c->rt) {
-        s2_runtime_drain(c->rt, "the client was garbage-collected");
-        s2_runtime_free(c->rt);
+        s2_runtime_release(c->rt, "the client was garbage-collected");
         c->rt = NULL;
     }
     c->closed = true;

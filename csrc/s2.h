@@ -379,6 +379,10 @@ void s2_runtime_free(s2_runtime *rt);
  * report). Read sessions are not waited for. True when nothing is left unacked. Call
  * s2_runtime_free (or shutdown) after it. */
 bool s2_runtime_drain(s2_runtime *rt, const char *why);
+/* The same for a client garbage-collected (a finalizer must not wait, it may run inside an
+ * event loop): returns at once, and the I/O thread itself drains for up to drain_timeout,
+ * stops, and frees the runtime. Replaces s2_runtime_free (the caller's reference goes). */
+void s2_runtime_release(s2_runtime *rt, const char *why);
 typedef struct s2_runtime_stats {
     uint64_t connections_opened; /* HTTP/2 connections opened so far */
     uint64_t connections_open;   /* open now */

@@ -104,6 +104,8 @@ struct s2_runtime {
     bool started;
     bool stopping;
     bool io_done; /* the I/O thread has finished (everything outstanding failed) */
+    bool orphaned; /* the client was collected: the thread drains, stops and frees it all */
+    double orphan_deadline;
     s2_append_session *sessions;
     s2_runtime_stats stats;
     bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
@@ -368,6 +370,16 @@ bool s2_runtime_stopped(s2_runtime *rt) {
 void s2_runtime_shutdown(s2_runtime *rt) {
     if (!rt || !s2_runtime_owned(rt)) return;
     s2_runtime_lock(rt);
+    if (rt->orphaned) { /* detached: wait for its end, not for the thread (exit only) */
+        rt->stopping = true;
+        s2_runtime_broadcast(rt);
+        s2_runtime_unlock(rt);
+        s2_runtime_wake(rt);
+        s2_runtime_lock(rt);
+        while (!rt->io_done) s2_runtime_wait(rt, -1);
+        s2_runtime_unlock(rt);
+        return;
+    }
     bool was_stopping = rt->stopping;
     rt->stopping = true;
     bool started = rt->started;
@@ -469,6 +481,16 @@ static bool all_drained_locked(s2_runtime *rt) {
     return true;
 }
 
+/* Stops every session taking batches, from now on reports what they fail to deliver, and
+ * names why for the batches still out when the thread stops. under mu */
+static void begin_drain_locked(s2_runtime *rt, const char *why, double timeout) {
+    s2_fail(&rt->stop_reason, S2_E_CLOSED, "closed",
+            "%s before they were acknowledged (drain_timeout %g s)", why, timeout);
+    rt->has_stop_reason = true;
+    for (s2_append_session *s = rt->sessions; s; s = s->next) s2_session_drain_locked(s);
+    s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond for sealed batches */
+}
+
 bool s2_runtime_drain(s2_runtime *rt, const char *why) {
     if (!rt || !s2_runtime_owned(rt)) return true;
     double timeout = rt->cfg.drain_timeout > 0 ? rt->cfg.drain_timeout : 0;
@@ -477,11 +499,7 @@ bool s2_runtime_drain(s2_runtime *rt, const char *why) {
         s2_runtime_unlock(rt);
         return true;
     }
-    s2_fail(&rt->stop_reason, S2_E_CLOSED, "closed",
-            "%s before they were acknowledged (drain_timeout %g s)", why, timeout);
-    rt->has_stop_reason = true;
-    for (s2_append_session *s = rt->sessions; s; s = s->next) s2_session_drain_locked(s);
-    s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond for sealed batches */
+    begin_drain_locked(rt, why, timeout);
     s2_runtime_unlock(rt);
     s2_runtime_wake(rt);
     double deadline = s2_now() + timeout;
@@ -491,6 +509,49 @@ bool s2_runtime_drain(s2_runtime *rt, const char *why) {
     }
     s2_runtime_unlock(rt);
     return drained;
+}
+
+void s2_runtime_release(s2_runtime *rt, const char *why) {
+    if (!rt || !s2_runtime_owned(rt)) return;
+    double timeout = rt->cfg.drain_timeout > 0 ? rt->cfg.drain_timeout : 0;
+    s2_runtime_lock(rt);
+    bool running = rt->started && !rt->stopping && !rt->orphaned;
+    if (running) {
+        begin_drain_locked(rt, why, timeout);
+        rt->orphaned = true;
+        rt->orphan_deadline = s2_now() + timeout;
+        pthread_detach(rt->thread);
+    }
+    s2_runtime_unlock(rt);
+    if (!running) {
+        s2_runtime_free(rt);
+        return;
+    }
+    s2_runtime_wake(rt);
+}
+
+/* I/O thread: an orphaned runtime stops once drained or past its drain deadline. */
+static void check_orphan(s2_runtime *rt, double now) {
+    s2_runtime_lock(rt);
+    if (rt->orphaned && !rt->stopping && (all_drained_locked(rt) || now >= rt->orphan_deadline))
+        rt->stopping = true;
+    s2_runtime_unlock(rt);
+}
+
+/* I/O thread, at its very end: an orphaned runtime leaves the exit list and goes. When the
+ * process is exiting (drain_at_exit holds the list) it is left to the exit instead. */
+static void free_orphan(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    bool orphan = rt->orphaned;
+    s2_runtime_unlock(rt);
+    if (!orphan || pthread_mutex_trylock(&live_mu) != 0) return;
+    for (s2_runtime **pp = &live_head; *pp; pp = &(*pp)->live_next)
+        if (*pp == rt) {
+            *pp = rt->live_next;
+            break;
+        }
+    live_unlock();
+    s2_runtime_unref(rt);
 }
 
 /* os.exit() without closing the state: drain and stop what __gc never will. The runtimes
@@ -1316,6 +1377,7 @@ static void *io_main(void *arg) {
             w->on_events(w, events[i].events);
         }
         run_timers(rt, s2_now());
+        check_orphan(rt, s2_now());
     }
 
     /* Shutting down. HTTP/1.1 workers first finish their current request (bounded by its
@@ -1339,5 +1401,6 @@ static void *io_main(void *arg) {
     for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
     reap_conns(rt);
     reap_sessions(rt);
+    free_orphan(rt);
     return NULL;
 }
