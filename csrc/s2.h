@@ -9,19 +9,24 @@
  *   s2_endpoint.c  endpoint parsing and URL building ({basin} host templates, s2-basin header)
  *   s2_frame.c     S2S framing (with zstd/gzip), incremental decoder
  *   s2_json.c      JSON scanning; s2_sse_parse.c: server-sent events
- *   s2_http.c      unary HTTP through libcurl, with retries and backoff
+ *   s2_http.c      one unary HTTP attempt through libcurl; blocking calls
  *   s2_retry.c     the retry rule (attempt budget, append policy, final error), the clock
  *   s2_runtime.c   the I/O thread: epoll loop, timers, HTTP/2 connections (nghttp2, TLS);
  *                  runs operations through their ops tables (s2_internal.h)
+ *   s2_call.c      unary calls as operations of the I/O thread (libcurl multi)
+ *   s2_notice.c    completions: eventfds and the notice socket (s2_wait.h)
  *   s2_session.c   append sessions (HTTP/2 stream, or HTTP/1.1 worker), tickets
  *   s2_producer.c  the producer: owns an append session, hooks on it
  *   s2_reader.c    read sessions over HTTP/2
  *   s2_sse.c       read sessions over HTTP/1.1 (SSE); opening a read session
- *   lua_s2*.c      the Lua binding (s2.core); the only files that include lua.h
+ *   lua_s2*.c      the Lua binding (s2.core), the only files that include lua.h: lua_s2.c
+ *                  (module, error metatable, class registration), lua_s2_conv.c
+ *                  (conversions, argument checks), lua_s2_codec.c (codec functions) and
+ *                  one file per class: _client, _session, _producer, _ticket, _reader
  *
  * Dependencies point one way (scripts/check-layers.sh checks there is no circle):
- *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- http, retry
- *     <- runtime <- { session <- producer ; reader <- sse } <- binding
+ *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- retry <- http
+ *     <- runtime, notice, call <- { session <- producer ; reader <- sse } <- binding
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
  * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an
@@ -382,6 +387,10 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err);
 /* Stops the thread and fails whatever is outstanding with "closed"; idempotent. Sessions
  * and tickets stay valid (in a failed state) until released. */
 void s2_runtime_shutdown(s2_runtime *rt);
+/* The same without waiting for the thread: s2_runtime_stopped tells when it has finished
+ * (then s2_runtime_shutdown returns at once). */
+void s2_runtime_shutdown_start(s2_runtime *rt);
+bool s2_runtime_stopped(s2_runtime *rt);
 /* Shuts down and drops the caller's reference. Sessions and tickets hold references of
  * their own, so they may be released (or used: they fail with "closed") afterwards; the
  * memory goes with the last of them. */
@@ -393,6 +402,10 @@ void s2_runtime_free(s2_runtime *rt);
  * report). Read sessions are not waited for. True when nothing is left unacked. Call
  * s2_runtime_free (or shutdown) after it. */
 bool s2_runtime_drain(s2_runtime *rt, const char *why);
+/* The same for a client garbage-collected (a finalizer must not wait, it may run inside an
+ * event loop): returns at once, and the I/O thread itself drains for up to drain_timeout,
+ * stops, and frees the runtime. Replaces s2_runtime_free (the caller's reference goes). */
+void s2_runtime_release(s2_runtime *rt, const char *why);
 typedef struct s2_runtime_stats {
     uint64_t connections_opened; /* HTTP/2 connections opened so far */
     uint64_t connections_open;   /* open now */
@@ -405,6 +418,18 @@ void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out);
  * (drained by this call). For schedulers that wait on fds instead of blocking in submit. */
 uint64_t s2_runtime_progress(s2_runtime *rt);
 int s2_runtime_progress_fd(s2_runtime *rt);
+
+/* Notices (for event loops that can read a unix socket but not poll an eventfd, such as
+ * OpenResty's cosockets): the path of the runtime's notice socket, made on first call. Its
+ * one peer reads each armed completion's id as 16 lowercase hex digits, once, when it is
+ * done (s2_ticket_notice, s2_call_notice, s2_read_session_notice, ...). A new peer replaces
+ * the old one. */
+int s2_runtime_notice_path(s2_runtime *rt, char *out, size_t cap, s2_error *err);
+/* Arms an id posted at the next progress (see s2_runtime_progress). */
+uint64_t s2_runtime_progress_notice(s2_runtime *rt);
+
+/* The configuration the runtime copied (strings owned by it). */
+const s2_config *s2_runtime_config(s2_runtime *rt);
 
 /* False in a forked child: a runtime belongs to the process that made it. */
 bool s2_runtime_owned(const s2_runtime *rt);
@@ -439,13 +464,17 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
                              s2_ticket **ticket, s2_error *err);
 
 /* Stops new submits, sends what is queued, waits for every ack (timeout < 0: forever),
- * ends the request stream. 0 when everything was acked; -1 with the session's error. */
+ * ends the request stream. 0 when everything was acked; -1 with the session's error.
+ * With timeout 0 it only starts closing (code "timeout" until it has finished). */
 int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err);
 
 void s2_append_session_stats(s2_append_session *s, s2_session_stats *out);
+/* Closed or failed: close() would return at once. Never waits. */
+bool s2_append_session_finished(s2_append_session *s);
 
 /* False in a forked child for a session made by the parent (its I/O thread is not here). */
 bool s2_append_session_owned(const s2_append_session *s);
+s2_runtime *s2_append_session_runtime(const s2_append_session *s);
 
 /* Drops the caller's reference. A session not closed yet drains in the background. */
 void s2_append_session_release(s2_append_session *s);
@@ -479,10 +508,17 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout, s2_ti
                        uint32_t *index, s2_error *err);
 /* Seals the open batch now and waits until everything submitted so far is acked. */
 int s2_producer_flush(s2_producer *p, double timeout, s2_error *err);
+/* The same without waiting: seals the open batch; 0 with *last the last sealed batch's
+ * ticket (a new reference; NULL when nothing was ever sealed), whose settling means
+ * everything submitted so far is; -1 with the producer's error once it failed. */
+int s2_producer_flush_start(s2_producer *p, s2_ticket **last, s2_error *err);
 /* As s2_append_session_close (the open batch is sealed without an extra linger). */
 int s2_producer_close(s2_producer *p, double timeout, s2_error *err);
 void s2_producer_stats(s2_producer *p, s2_session_stats *out);
 bool s2_producer_owned(const s2_producer *p);
+/* Closed or failed: close() would return at once. Never waits. */
+bool s2_producer_finished(s2_producer *p);
+s2_runtime *s2_producer_runtime(const s2_producer *p);
 /* Drops the caller's reference; what is submitted drains in the background. */
 void s2_producer_release(s2_producer *p);
 
@@ -529,9 +565,16 @@ s2_read_session *s2_read_session_open(s2_runtime *rt, const char *basin, const c
 int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record *rec,
                          s2_error *err);
 void s2_read_session_status(s2_read_session *s, s2_read_status *out);
+/* Whether next() would return at once (a record, the end, or the failure). Never waits. */
+bool s2_read_session_ready(s2_read_session *s);
+/* An eventfd readable while next() would not wait, and the notice (see
+ * s2_runtime_notice_path) posted once it would not. */
+int s2_read_session_fd(s2_read_session *s);
+uint64_t s2_read_session_notice(s2_read_session *s);
 /* Stops reading; buffered records are dropped. */
 void s2_read_session_close(s2_read_session *s);
 bool s2_read_session_owned(const s2_read_session *s);
+s2_runtime *s2_read_session_runtime(const s2_read_session *s);
 /* Closes (if not yet) and drops the caller's reference. */
 void s2_read_session_release(s2_read_session *s);
 
@@ -548,9 +591,33 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout);
 /* An fd that becomes readable once the ticket resolves (made on first call, closed with the
  * ticket; never drained, so it stays readable). For poll/epoll-based schedulers. -1 on error. */
 int s2_ticket_fd(s2_ticket *t);
+/* Arms the ticket's notice (see s2_runtime_notice_path); posted at once if resolved. */
+uint64_t s2_ticket_notice(s2_ticket *t);
 bool s2_ticket_owned(const s2_ticket *t); /* false in a forked child */
+s2_runtime *s2_ticket_runtime(const s2_ticket *t);
 void s2_ticket_ref(s2_ticket *t);
 void s2_ticket_unref(s2_ticket *t);
+
+/* ---- Unary calls on the I/O thread (s2_call.c) -------------------------------------------
+ * A call is a request the runtime's I/O thread carries out (libcurl multi in its epoll loop,
+ * retries and backoff as timers there) while the caller waits the way its event loop wants:
+ * s2_call_wait blocks (plain scripts), s2_call_fd is an eventfd readable once it is done
+ * (cqueues, luv), s2_call_notice arms a notice on the runtime's notice socket (OpenResty).
+ * States are those of tickets: PENDING, then OK (a 2xx answer) or FAILED. */
+
+typedef struct s2_call s2_call;
+
+/* Copies req (strings and body) and queues it; starts the I/O thread if needed. */
+s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err);
+/* Never waits. OK: *resp points at the answer, valid while the call is held. */
+s2_ticket_state s2_call_result(s2_call *c, const s2_response **resp, s2_error *err);
+s2_ticket_state s2_call_wait(s2_call *c, double timeout); /* timeout < 0: forever */
+int s2_call_fd(s2_call *c);
+uint64_t s2_call_notice(s2_call *c);
+bool s2_call_owned(const s2_call *c); /* false in a forked child */
+s2_runtime *s2_call_runtime(const s2_call *c);
+/* Drops the caller's handle; a call still pending is abandoned (the I/O thread drops it). */
+void s2_call_release(s2_call *c);
 
 /* This process's id, cached (refreshed after fork). */
 int s2_process_id(void);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "s2_internal.h"
+#include "s2_unary.h"
 
 #define MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a unary answer is at most a few MiB */
 
@@ -135,19 +136,7 @@ int s2_random_token(char out[33]) {
     return 0;
 }
 
-typedef struct {
-    s2_response *resp;
-    uint64_t retry_after_ms;
-    bool too_big;
-    /* Appends only: the body, how much of it curl has taken, how many times curl was about
-     * to send the request, whether a resend was refused, and whether curl had said why the
-     * connection failed by then (else the error buffer holds only the refusal). */
-    const uint8_t *body;
-    size_t body_len, taken;
-    unsigned sends;
-    bool resend_refused, cause_known;
-    const char *errbuf;
-} call_state;
+typedef s2_http_attempt call_state;
 
 static void refuse_resend(call_state *cs) {
     if (!cs->resend_refused) cs->cause_known = cs->errbuf[0] != 0;
@@ -299,29 +288,31 @@ static bool before_sending(CURLcode rc) {
     }
 }
 
-static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_error *err) {
-    const s2_config *cfg = &h->cfg;
+int s2_http_attempt_setup(CURL *c, const s2_config *cfg, const s2_request *req,
+                          s2_http_attempt *cs, s2_response *resp, s2_error *err) {
     const s2_endpoint *ep = req->basin ? &cfg->basin : &cfg->account;
-    CURL *c = h->curl;
     bool append = req->kind == S2_CALL_APPEND;
-    char errbuf[CURL_ERROR_SIZE] = {0};
-    call_state cs = {.resp = resp, .body = req->body, .body_len = req->body ? req->body_len : 0,
-                     .errbuf = errbuf};
     char line[512];
-    struct curl_slist *hdrs = NULL, *tmp;
-    int rc = -1;
+    struct curl_slist *tmp;
+    s2_buf url = cs->url; /* kept between attempts */
+    memset(cs, 0, sizeof *cs);
+    cs->url = url;
+    cs->url.len = 0;
+    cs->resp = resp;
+    cs->append = append;
+    cs->body = req->body;
+    cs->body_len = req->body ? req->body_len : 0;
 
     resp->body.len = 0;
     resp->status = 0;
     resp->provision_result[0] = 0;
-    h->url.len = 0;
-    if (s2_endpoint_url(ep, req->basin, req->path, &h->url) != 0) goto nomem;
+    if (s2_endpoint_url(ep, req->basin, req->path, &cs->url) != 0) goto nomem;
 
 #define ADD_HEADER(...)                                                                        \
     do {                                                                                       \
         snprintf(line, sizeof line, __VA_ARGS__);                                              \
-        if (!(tmp = curl_slist_append(hdrs, line))) goto nomem;                                \
-        hdrs = tmp;                                                                            \
+        if (!(tmp = curl_slist_append(cs->headers, line))) goto nomem;                         \
+        cs->headers = tmp;                                                                     \
     } while (0)
 
     ADD_HEADER("authorization: Bearer %s", cfg->access_token);
@@ -333,8 +324,8 @@ static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_erro
 #undef ADD_HEADER
 
     curl_easy_reset(c); /* keeps live connections and caches */
-    curl_easy_setopt(c, CURLOPT_URL, (const char *)h->url.data);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_URL, (const char *)cs->url.data);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, cs->headers);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "s2-lua/" S2_VERSION);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
@@ -342,14 +333,16 @@ static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_erro
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, ""); /* gzip/zstd answers, decoded by curl */
     curl_easy_setopt(c, CURLOPT_HTTP_VERSION,
                      ep->https ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    /* Concurrent calls share one HTTP/2 connection rather than each opening one. */
+    if (ep->https) curl_easy_setopt(c, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(cfg->connection_timeout * 1000));
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
                      (long)((cfg->request_timeout + req->extra_timeout) * 1000));
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cs->errbuf);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &cs);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, cs);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &cs);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, cs);
     if (cfg->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, cfg->ca_file);
     if (strcmp(req->method, "GET") == 0) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
@@ -358,60 +351,102 @@ static int attempt(s2_http *h, const s2_request *req, s2_response *resp, s2_erro
         if (append) {
             /* The body through on_read, never rewound, and no resend (see the top). */
             curl_easy_setopt(c, CURLOPT_POST, 1L);
-            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)cs.body_len);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)cs->body_len);
             curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-            curl_easy_setopt(c, CURLOPT_READDATA, &cs);
+            curl_easy_setopt(c, CURLOPT_READDATA, cs);
             curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
-            curl_easy_setopt(c, CURLOPT_SEEKDATA, &cs);
+            curl_easy_setopt(c, CURLOPT_SEEKDATA, cs);
 #if LIBCURL_VERSION_NUM >= 0x075000
             curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
-            curl_easy_setopt(c, CURLOPT_PREREQDATA, &cs);
+            curl_easy_setopt(c, CURLOPT_PREREQDATA, cs);
 #endif
         } else if (req->body || strcmp(req->method, "DELETE") != 0) {
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         }
     }
+    return 0;
+nomem:
+    s2_http_attempt_cleanup(c, cs);
+    return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory building a request");
+}
 
-    CURLcode cr = curl_easy_perform(c);
+int s2_http_attempt_finish(CURL *c, s2_http_attempt *cs, CURLcode cr, s2_error *err) {
+    s2_response *resp = cs->resp;
+    int rc = -1;
     if (cr != CURLE_OK) {
-        if (cs.too_big) s2_fail(err, S2_E_PROTOCOL, "protocol_error", "response over %u bytes",
+        if (cs->too_big) s2_fail(err, S2_E_PROTOCOL, "protocol_error", "response over %u bytes",
                                 MAX_RESPONSE_BYTES);
         else {
             /* An append with an empty body would take nothing: then any send counts. */
-            bool unsent = append ? cs.taken == 0 && (cs.body_len > 0 || cs.sends == 0)
-                                 : before_sending(cr);
-            transfer_error(cr, &cs, append, unsent, err);
+            bool unsent = cs->append ? cs->taken == 0 && (cs->body_len > 0 || cs->sends == 0)
+                                     : before_sending(cr);
+            transfer_error(cr, cs, cs->append, unsent, err);
         }
-        goto done;
-    }
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    resp->status = (int)status;
-    if (status >= 200 && status < 300) {
-        rc = 0;
     } else {
-        s2_error_from_response(err, (int)status, resp->body.data, resp->body.len);
-        err->retry_after_ms = cs.retry_after_ms;
+        long status = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        resp->status = (int)status;
+        if (status >= 200 && status < 300) {
+            rc = 0;
+        } else {
+            s2_error_from_response(err, (int)status, resp->body.data, resp->body.len);
+            err->retry_after_ms = cs->retry_after_ms;
+        }
     }
-    goto done;
-nomem:
-    s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory building a request");
-done:
-    curl_slist_free_all(hdrs);
-    /* The handle must not keep pointers into this frame or the caller's request. */
+    curl_slist_free_all(cs->headers);
+    cs->headers = NULL;
+    /* The handle must not keep pointers into the attempt or the caller's request. */
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     return rc;
 }
 
+void s2_http_attempt_cleanup(CURL *c, s2_http_attempt *cs) {
+    curl_slist_free_all(cs->headers);
+    cs->headers = NULL;
+    if (c) {
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    }
+    s2_buf_free(&cs->url);
+}
+
+bool s2_http_should_retry(const s2_config *cfg, const s2_request *req, unsigned attempts,
+                          const s2_error *err) {
+    return s2_retry_allowed(cfg, attempts, req->kind == S2_CALL_APPEND, err); /* s2_retry.c */
+}
+
+int s2_http_global_init(s2_error *err) {
+    pthread_once(&curl_once, curl_init_once);
+    if (curl_init_result != CURLE_OK)
+        return s2_fail(err, S2_E_CONNECTION, "connection_failed",
+                       "libcurl could not be initialised: %s",
+                       curl_easy_strerror(curl_init_result));
+    return 0;
+}
+
+/* Blocking, for the core's own worker threads (the HTTP/1.1 append fallback): never on a
+ * caller's thread, which goes through the I/O thread's calls (s2_call.c) instead. */
 int s2_http_call(s2_http *h, const s2_request *req, s2_response *resp, s2_error *err) {
     const s2_config *cfg = &h->cfg;
+    s2_http_attempt a;
+    memset(&a, 0, sizeof a);
+    s2_buf_init(&a.url);
     s2_buf_init(&resp->body);
     for (unsigned n = 1;; n++) {
         resp->attempts = n;
-        if (attempt(h, req, resp, err) == 0) return 0;
-        if (!s2_retry_decide(cfg, n, req->kind == S2_CALL_APPEND, err)) return -1;
+        int rc = s2_http_attempt_setup(h->curl, cfg, req, &a, resp, err);
+        if (rc == 0) rc = s2_http_attempt_finish(h->curl, &a, curl_easy_perform(h->curl), err);
+        if (rc == 0) {
+            s2_http_attempt_cleanup(h->curl, &a);
+            return 0;
+        }
+        if (!s2_http_should_retry(cfg, req, n, err)) {
+            s2_error_note_attempts(err, n);
+            s2_http_attempt_cleanup(h->curl, &a);
+            return -1;
+        }
         sleep_seconds(s2_backoff_with(cfg, n - 1, err->retry_after_ms, &h->rng));
     }
 }

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "s2.h"
+#include "s2_wait.h"
 
 typedef struct s2_conn s2_conn;
 
@@ -42,7 +43,7 @@ struct s2_ticket {
     s2_ticket_state state; /* under mu */
     s2_append_ack ack;     /* under mu, valid when OK */
     s2_error err;          /* under mu, valid when FAILED */
-    int fd;                /* under mu: eventfd made on request (pollfd), written when resolved */
+    s2_completion done;    /* under mu: set when resolved (fd, notice) */
 };
 
 /* One submitted batch: its encoded S2S frame and the ticket it resolves. */
@@ -80,7 +81,15 @@ typedef enum s2_session_state {
 
 /* ---- retry (s2_retry.c) ------------------------------------------------------------------ */
 
-/* The decision after a failed attempt, the `attempts`-th in a row (1-based): true when
+/* Whether a failed attempt, the `attempts`-th in a row (1-based), may be followed by
+ * another: err is retryable, the budget (max_attempts) is not spent, and, for an append
+ * whose bytes may have been applied (`append_at_stake`) under S2_RETRY_NO_SIDE_EFFECTS, err
+ * says nothing was applied. */
+bool s2_retry_allowed(const s2_config *cfg, unsigned attempts, bool append_at_stake,
+                      const s2_error *err);
+/* " (after N attempts)" on the final error of something that took more than one. */
+void s2_error_note_attempts(s2_error *err, unsigned attempts);
+/* Both in one: the decision after a failed attempt, the `attempts`-th in a row (1-based): true when
  * another may be made: err is retryable, the budget (max_attempts) is not spent, and, for an
  * append whose bytes may have been applied (`append_at_stake`) under
  * S2_RETRY_NO_SIDE_EFFECTS, err says nothing was applied. When not, err becomes the final
@@ -260,6 +269,7 @@ struct s2_read_session {
     size_t rq_bytes;              /* decoded payload bytes queued for the caller */
     unsigned gen;                 /* current stream generation */
     s2_read_status rstatus;
+    s2_completion readable;       /* set while next() would not wait (see s2_reader_signal) */
     bool worker_started, worker_done; /* the SSE worker */
     pthread_t worker;
 
@@ -283,6 +293,8 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
 /* Hands it to the runtime; over HTTP/1.1 (start_http1) when asked or when the server
  * offered no HTTP/2. On failure it is freed and -1 returned. */
 int s2_read_session_start(s2_read_session *s, s2_error *err);
+/* Sets `readable` when a record, the end or a failure is there for the caller. under mu */
+void s2_reader_signal_locked(s2_read_session *s);
 /* Queues a decoded batch for the caller: 1 queued, 0 heartbeat (freed), -1 error. */
 int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err);
 /* Builds the reader's current path + query (resume-adjusted) into b. */
@@ -314,7 +326,6 @@ bool s2_runtime_wait(s2_runtime *rt, double deadline);
 void s2_runtime_wake(s2_runtime *rt); /* nudge the I/O thread */
 bool s2_runtime_stopping(s2_runtime *rt); /* with mu held */
 bool s2_runtime_http1(s2_runtime *rt);     /* with mu held: the server spoke no HTTP/2 */
-const s2_config *s2_runtime_config(s2_runtime *rt);
 /* Adds the operation to the runtime's list (starting the thread if needed): from now on
  * the I/O thread calls it through op->ops. */
 int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err);

@@ -282,6 +282,24 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout,
     return 0;
 }
 
+int s2_producer_flush_start(s2_producer *p, s2_ticket **last, s2_error *err) {
+    s2_append_session *s = p->s;
+    s2_runtime_lock(p->rt);
+    seal_locked(p);
+    s2_ticket *t = p->last_ticket;
+    if (t) s2_ticket_ref(t);
+    bool failed = s->state == S2_SESSION_FAILED;
+    if (failed) *err = s->failure;
+    s2_runtime_unlock(p->rt);
+    s2_runtime_wake(p->rt);
+    if (failed) {
+        s2_ticket_unref(t);
+        return -1;
+    }
+    *last = t;
+    return 0;
+}
+
 int s2_producer_flush(s2_producer *p, double timeout, s2_error *err) {
     s2_append_session *s = p->s;
     s2_runtime_lock(p->rt);
@@ -320,6 +338,14 @@ void s2_producer_stats(s2_producer *p, s2_session_stats *out) {
 
 bool s2_producer_owned(const s2_producer *p) {
     return s2_append_session_owned(p->s);
+}
+
+bool s2_producer_finished(s2_producer *p) {
+    return s2_append_session_finished(p->s);
+}
+
+s2_runtime *s2_producer_runtime(const s2_producer *p) {
+    return p->rt;
 }
 
 void s2_producer_release(s2_producer *p) {

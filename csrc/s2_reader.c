@@ -32,6 +32,7 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
     if (!s) goto nomem;
     s->op.rt = rt;
     s->op.ops = &read_ops;
+    s2_completion_init(&s->readable);
     s->ropts = *opts;
     s->basin = strdup(basin);
     if (!s->basin || s2_buf_append_str(&path, "/streams/") != 0 ||
@@ -81,6 +82,7 @@ void s2_reader_op_free(s2_op *op) {
         next = b->next;
         rbatch_free(b);
     }
+    s2_completion_free(&s->readable);
     s2_buf_free(&s->error_body);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
@@ -112,6 +114,7 @@ void s2_reader_op_abort(s2_op *op, const s2_error *err) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
 }
@@ -166,6 +169,46 @@ static void drop_stream(s2_read_session *s) {
     s2_runtime_unlock(s->op.rt);
 }
 
+/* Whether next() has something to return without waiting. under mu */
+static bool reader_has_news(const s2_read_session *s) {
+    for (const s2_rbatch *b = s->rq_head; b; b = b->next)
+        if (b->pos < b->batch.num_records) return true;
+    return s->state != S2_SESSION_OPEN || s->rstatus.ended;
+}
+
+void s2_reader_signal_locked(s2_read_session *s) {
+    if (reader_has_news(s)) s2_completion_set_locked(s->op.rt, &s->readable);
+}
+
+/* The completion as the state is now (a drained queue leaves it set). under mu */
+static void sync_readable(s2_read_session *s) {
+    if (reader_has_news(s)) s2_completion_set_locked(s->op.rt, &s->readable);
+    else s2_completion_clear_locked(&s->readable);
+}
+
+int s2_read_session_fd(s2_read_session *s) {
+    s2_runtime_lock(s->op.rt);
+    sync_readable(s);
+    int fd = s2_completion_fd_locked(&s->readable);
+    s2_runtime_unlock(s->op.rt);
+    return fd;
+}
+
+uint64_t s2_read_session_notice(s2_read_session *s) {
+    s2_runtime_lock(s->op.rt);
+    sync_readable(s);
+    uint64_t id = s2_completion_arm_locked(s->op.rt, &s->readable);
+    s2_runtime_unlock(s->op.rt);
+    return id;
+}
+
+bool s2_read_session_ready(s2_read_session *s) {
+    s2_runtime_lock(s->op.rt);
+    bool ready = reader_has_news(s);
+    s2_runtime_unlock(s->op.rt);
+    return ready;
+}
+
 static void reader_fail(s2_read_session *s, const s2_error *err) {
     drop_stream(s);
     s2_runtime_lock(s->op.rt);
@@ -173,6 +216,7 @@ static void reader_fail(s2_read_session *s, const s2_error *err) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
     s->retry_at = 0;
@@ -337,6 +381,7 @@ int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err) {
         if (s->rq_tail) s->rq_tail->next = b;
         else s->rq_head = b;
         s->rq_tail = b;
+        s2_reader_signal_locked(s);
     }
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
@@ -435,6 +480,7 @@ static void read_on_stream_close(s2_op *op, uint32_t h2_error) {
     drop_stream(s);
     s2_runtime_lock(s->op.rt);
     s->rstatus.ended = true;
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
 }
@@ -484,6 +530,7 @@ int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record
             s2_runtime_lock(s->op.rt);
             continue;
         }
+        if (deadline >= 0 && s2_now() >= deadline) s2_completion_clear_locked(&s->readable);
         if (!s2_runtime_wait(s->op.rt, deadline)) {
             s2_fail(err, S2_E_TIMEOUT, "timeout", "no record within %.3f s", timeout);
             err->retryable = true;
@@ -511,6 +558,7 @@ void s2_read_session_status(s2_read_session *s, s2_read_status *out) {
 void s2_read_session_close(s2_read_session *s) {
     s2_runtime_lock(s->op.rt);
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSED;
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
     s2_runtime_wake(s->op.rt);
@@ -518,6 +566,10 @@ void s2_read_session_close(s2_read_session *s) {
 
 bool s2_read_session_owned(const s2_read_session *s) {
     return s2_runtime_owned(s->op.rt);
+}
+
+s2_runtime *s2_read_session_runtime(const s2_read_session *s) {
+    return s->op.rt;
 }
 
 void s2_read_session_release(s2_read_session *s) {

@@ -1,7 +1,7 @@
 /* s2_retry.c — the one retry rule of the core: whether a failed attempt may be tried again
  * under the attempt budget and the append retry policy, the final error text when not, and
- * the once-per-60-s rule for planned handovers. Unary calls (s2_http.c), append sessions,
- * read sessions and SSE reads all decide here. Also the monotonic clock every layer uses.
+ * the once-per-60-s rule for planned handovers. Unary calls (s2_http.c, s2_call.c), append
+ * sessions, read sessions and SSE reads all decide here. Also the monotonic clock every layer uses.
  * (The backoff formula itself is s2_backoff_with in s2_http.c.) */
 #include <stdio.h>
 #include <string.h>
@@ -15,18 +15,27 @@ double s2_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-bool s2_retry_decide(const s2_config *cfg, unsigned attempts, bool append_at_stake,
-                     s2_error *err) {
+bool s2_retry_allowed(const s2_config *cfg, unsigned attempts, bool append_at_stake,
+                      const s2_error *err) {
     unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
     bool retry = err->retryable && attempts < max;
     if (retry && append_at_stake && cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS &&
         !err->no_side_effects)
         retry = false; /* a resend could write the same records twice */
-    if (!retry && attempts > 1) {
-        size_t len = strlen(err->message);
-        snprintf(err->message + len, sizeof err->message - len, " (after %u attempts)", attempts);
-    }
     return retry;
+}
+
+void s2_error_note_attempts(s2_error *err, unsigned attempts) {
+    if (attempts <= 1) return;
+    size_t len = strlen(err->message);
+    snprintf(err->message + len, sizeof err->message - len, " (after %u attempts)", attempts);
+}
+
+bool s2_retry_decide(const s2_config *cfg, unsigned attempts, bool append_at_stake,
+                     s2_error *err) {
+    if (s2_retry_allowed(cfg, attempts, append_at_stake, err)) return true;
+    s2_error_note_attempts(err, attempts);
+    return false;
 }
 
 bool s2_retry_take_handover(double *last, double now) {

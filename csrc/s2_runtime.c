@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "s2_internal.h"
+#include "s2_unary.h"
+#include "s2_wait.h"
 
 #define WINDOW_SIZE S2_H2_WINDOW
 #define MAX_STREAMS_PER_CONN 100u
@@ -61,6 +63,7 @@ typedef struct resolve_job {
 } resolve_job;
 
 struct s2_conn {
+    s2_io_watch watch; /* first: the epoll data of its socket and lookup fds */
     s2_conn *next;
     s2_runtime *rt;
     char host[300]; /* the endpoint host, with the basin prefix for {basin} templates */
@@ -100,7 +103,11 @@ struct s2_runtime {
 
     /* under mu */
     bool started;
+    bool joined; /* s2_runtime_shutdown joined (or is joining) the thread */
     bool stopping;
+    bool io_done; /* the I/O thread has finished (everything outstanding failed) */
+    bool orphaned; /* the client was collected: the thread drains, stops and frees it all */
+    double orphan_deadline;
     s2_op *ops; /* the operations, newest first */
     s2_runtime_stats stats;
     bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
@@ -116,6 +123,8 @@ struct s2_runtime {
     s2_runtime *live_next;
 
     pthread_t thread; /* set once, when started */
+    s2_calls *calls;     /* unary calls: queued under mu, driven on the I/O thread */
+    s2_notices *notices; /* under mu: the notice socket (OpenResty), made on request */
 
     /* I/O */
     s2_conn *conns;
@@ -130,6 +139,7 @@ void s2_runtime_unlock(s2_runtime *rt) { pthread_mutex_unlock(&rt->mu); }
 void s2_runtime_broadcast(s2_runtime *rt) {
     pthread_cond_broadcast(&rt->cond);
     rt->progress++;
+    if (rt->notices) s2_notices_progress_locked(rt, rt->notices);
     if (rt->progress_fd >= 0) {
         uint64_t one = 1;
         ssize_t n = write(rt->progress_fd, &one, sizeof one);
@@ -264,6 +274,14 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
+    if (!(rt->calls = s2_calls_new(rt, err))) {
+        s2_runtime_free(rt);
+        return NULL;
+    }
+    if (!(rt->notices = s2_notices_new())) {
+        s2_runtime_free(rt);
+        goto nomem_freed;
+    }
     pthread_once(&exit_once, exit_init);
     live_lock();
     rt->live_next = live_head;
@@ -275,26 +293,51 @@ nomem:
         free(rt->access_token);
         free(rt);
     }
+nomem_freed:
     s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory creating a runtime");
     return NULL;
 }
 
 static void *io_main(void *arg);
 
+int s2_runtime_start_locked(s2_runtime *rt, s2_error *err) {
+    if (rt->stopping) return s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
+    if (rt->started) return 0;
+    int rc = s2_thread_start(&rt->thread, "s2-io", io_main, rt, false);
+    if (rc != 0)
+        return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the I/O thread: %s",
+                       strerror(rc));
+    rt->started = true;
+    return 0;
+}
+
+int s2_runtime_watch(s2_runtime *rt, int op, int fd, uint32_t events, s2_io_watch *w) {
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    return epoll_ctl(rt->epfd, op, fd, &ev);
+}
+
+s2_calls *s2_runtime_calls(s2_runtime *rt) { return rt->calls; }
+s2_notices *s2_runtime_notices(s2_runtime *rt) { return rt->notices; }
+
+int s2_runtime_notice_path(s2_runtime *rt, char *out, size_t cap, s2_error *err) {
+    s2_runtime_lock(rt);
+    int rc = s2_notices_path_locked(rt, rt->notices, out, cap, err);
+    s2_runtime_unlock(rt);
+    return rc;
+}
+
+uint64_t s2_runtime_progress_notice(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    uint64_t id = s2_notices_arm_progress_locked(rt, rt->notices);
+    s2_runtime_unlock(rt);
+    return id;
+}
+
 int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err) {
     s2_runtime_lock(rt);
-    if (rt->stopping) {
+    if (s2_runtime_start_locked(rt, err) != 0) {
         s2_runtime_unlock(rt);
-        return s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
-    }
-    if (!rt->started) {
-        int rc = s2_thread_start(&rt->thread, "s2-io", io_main, rt, false);
-        if (rc != 0) {
-            s2_runtime_unlock(rt);
-            return s2_fail(err, S2_E_NOMEM, "out_of_memory", "cannot start the I/O thread: %s",
-                           strerror(rc));
-        }
-        rt->started = true;
+        return -1;
     }
     op->next = rt->ops;
     rt->ops = op;
@@ -309,15 +352,43 @@ void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out) {
     s2_runtime_unlock(rt);
 }
 
+void s2_runtime_shutdown_start(s2_runtime *rt) {
+    if (!rt || !s2_runtime_owned(rt)) return;
+    s2_runtime_lock(rt);
+    rt->stopping = true;
+    s2_runtime_broadcast(rt);
+    s2_runtime_unlock(rt);
+    s2_runtime_wake(rt);
+}
+
+bool s2_runtime_stopped(s2_runtime *rt) {
+    if (!rt || !s2_runtime_owned(rt)) return true;
+    s2_runtime_lock(rt);
+    bool done = !rt->started || rt->io_done;
+    s2_runtime_unlock(rt);
+    return done;
+}
+
 void s2_runtime_shutdown(s2_runtime *rt) {
     if (!rt || !s2_runtime_owned(rt)) return;
     s2_runtime_lock(rt);
-    bool was_stopping = rt->stopping;
+    if (rt->orphaned) { /* detached: wait for its end, not for the thread (exit only) */
+        rt->stopping = true;
+        s2_runtime_broadcast(rt);
+        s2_runtime_unlock(rt);
+        s2_runtime_wake(rt);
+        s2_runtime_lock(rt);
+        while (!rt->io_done) s2_runtime_wait(rt, -1);
+        s2_runtime_unlock(rt);
+        return;
+    }
+    /* Joined once, also after shutdown_start (a plain script's close blocks here). */
+    bool join = rt->started && !rt->joined;
+    rt->joined = true;
     rt->stopping = true;
-    bool started = rt->started;
     s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond */
     s2_runtime_unlock(rt);
-    if (was_stopping || !started) return;
+    if (!join) return;
     s2_runtime_wake(rt);
     pthread_join(rt->thread, NULL);
 }
@@ -347,6 +418,8 @@ void s2_runtime_unref(s2_runtime *rt) {
     if (rt->wakefd >= 0) close(rt->wakefd);
     if (rt->progress_fd >= 0) close(rt->progress_fd);
     if (rt->ssl_ctx) SSL_CTX_free(rt->ssl_ctx);
+    s2_calls_free(rt->calls);
+    s2_notices_free(rt->notices);
     pthread_mutex_destroy(&rt->mu);
     pthread_cond_destroy(&rt->cond);
     free(rt->access_token);
@@ -411,6 +484,17 @@ static bool all_drained_locked(s2_runtime *rt) {
     return true;
 }
 
+/* Stops every session taking batches, from now on reports what they fail to deliver, and
+ * names why for the batches still out when the thread stops. under mu */
+static void begin_drain_locked(s2_runtime *rt, const char *why, double timeout) {
+    s2_fail(&rt->stop_reason, S2_E_CLOSED, "closed",
+            "%s before they were acknowledged (drain_timeout %g s)", why, timeout);
+    rt->has_stop_reason = true;
+    for (s2_op *op = rt->ops; op; op = op->next)
+        if (op->ops->drain_locked) op->ops->drain_locked(op);
+    s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond for sealed batches */
+}
+
 bool s2_runtime_drain(s2_runtime *rt, const char *why) {
     if (!rt || !s2_runtime_owned(rt)) return true;
     double timeout = rt->cfg.drain_timeout > 0 ? rt->cfg.drain_timeout : 0;
@@ -419,12 +503,7 @@ bool s2_runtime_drain(s2_runtime *rt, const char *why) {
         s2_runtime_unlock(rt);
         return true;
     }
-    s2_fail(&rt->stop_reason, S2_E_CLOSED, "closed",
-            "%s before they were acknowledged (drain_timeout %g s)", why, timeout);
-    rt->has_stop_reason = true;
-    for (s2_op *op = rt->ops; op; op = op->next)
-        if (op->ops->drain_locked) op->ops->drain_locked(op);
-    s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond for sealed batches */
+    begin_drain_locked(rt, why, timeout);
     s2_runtime_unlock(rt);
     s2_runtime_wake(rt);
     double deadline = s2_now() + timeout;
@@ -434,6 +513,49 @@ bool s2_runtime_drain(s2_runtime *rt, const char *why) {
     }
     s2_runtime_unlock(rt);
     return drained;
+}
+
+void s2_runtime_release(s2_runtime *rt, const char *why) {
+    if (!rt || !s2_runtime_owned(rt)) return;
+    double timeout = rt->cfg.drain_timeout > 0 ? rt->cfg.drain_timeout : 0;
+    s2_runtime_lock(rt);
+    bool running = rt->started && !rt->stopping && !rt->orphaned;
+    if (running) {
+        begin_drain_locked(rt, why, timeout);
+        rt->orphaned = true;
+        rt->orphan_deadline = s2_now() + timeout;
+        pthread_detach(rt->thread);
+    }
+    s2_runtime_unlock(rt);
+    if (!running) {
+        s2_runtime_free(rt);
+        return;
+    }
+    s2_runtime_wake(rt);
+}
+
+/* I/O thread: an orphaned runtime stops once drained or past its drain deadline. */
+static void check_orphan(s2_runtime *rt, double now) {
+    s2_runtime_lock(rt);
+    if (rt->orphaned && !rt->stopping && (all_drained_locked(rt) || now >= rt->orphan_deadline))
+        rt->stopping = true;
+    s2_runtime_unlock(rt);
+}
+
+/* I/O thread, at its very end: an orphaned runtime leaves the exit list and goes. When the
+ * process is exiting (drain_at_exit holds the list) it is left to the exit instead. */
+static void free_orphan(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    bool orphan = rt->orphaned;
+    s2_runtime_unlock(rt);
+    if (!orphan || pthread_mutex_trylock(&live_mu) != 0) return;
+    for (s2_runtime **pp = &live_head; *pp; pp = &(*pp)->live_next)
+        if (*pp == rt) {
+            *pp = rt->live_next;
+            break;
+        }
+    live_unlock();
+    s2_runtime_unref(rt);
 }
 
 /* os.exit() without closing the state: drain and stop what __gc never will. The runtimes
@@ -897,8 +1019,12 @@ static int conn_start_resolve(s2_conn *c, s2_error *err) {
     return 0;
 }
 
+static void conn_io(s2_conn *c, uint32_t events);
+static void conn_on_events(s2_io_watch *w, uint32_t events) { conn_io((s2_conn *)w, events); }
+
 static s2_conn *conn_new(s2_runtime *rt, const char *host, int port, bool https, s2_error *err) {
     s2_conn *c = calloc(1, sizeof *c);
+    if (c) c->watch.on_events = conn_on_events;
     if (!c) {
         s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a connection");
         return NULL;
@@ -1205,6 +1331,10 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
 }
 
 static void run_timers(s2_runtime *rt, double now) {
+    s2_calls_check_timers(rt->calls, now);
+    s2_runtime_lock(rt);
+    s2_notices_tick_locked(rt, rt->notices, now);
+    s2_runtime_unlock(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
     for (s2_op *op = op_list(rt); op; op = op->next)
         if (op->ops->check_timers) op->ops->check_timers(op, now);
@@ -1212,6 +1342,8 @@ static void run_timers(s2_runtime *rt, double now) {
 
 static int next_timeout_ms(s2_runtime *rt, double now) {
     double next = now + 1.0; /* wake at least once a second */
+    double calls_next = s2_calls_next_deadline(rt->calls);
+    if (calls_next && calls_next < next) next = calls_next;
     for (s2_conn *c = rt->conns; c; c = c->next) {
         double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
         if (d && d < next) next = d;
@@ -1233,6 +1365,7 @@ static void *io_main(void *arg) {
         s2_runtime_unlock(rt);
         if (stopping) break;
 
+        s2_calls_service(rt->calls);
         for (s2_op *op = op_list(rt); op; op = op->next)
             if (op->ops->service) op->ops->service(op);
         for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
@@ -1247,9 +1380,11 @@ static void *io_main(void *arg) {
                 (void)r;
                 continue;
             }
-            conn_io(events[i].data.ptr, events[i].events);
+            s2_io_watch *w = events[i].data.ptr;
+            w->on_events(w, events[i].events);
         }
         run_timers(rt, s2_now());
+        check_orphan(rt, s2_now());
     }
 
     /* Shutting down. HTTP/1.1 workers first finish their current request (bounded by its
@@ -1264,9 +1399,18 @@ static void *io_main(void *arg) {
     s2_runtime_unlock(rt);
     /* Then everything outstanding fails with "closed" (reported on stderr for sessions whose
      * tickets nobody can see). */
+    s2_calls_abort(rt->calls, &closed);
+    /* Before io_done: whoever waits for the stop must find every session failed, and the
+     * tickets' notices must go out before the socket closes. */
     for (s2_op *op = op_list(rt); op; op = op->next) op->ops->abort(op, &closed);
+    s2_runtime_lock(rt);
+    rt->io_done = true;
+    s2_runtime_broadcast(rt); /* progress notices go out before the socket closes */
+    s2_notices_stop_locked(rt->notices);
+    s2_runtime_unlock(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
     reap_conns(rt);
     reap_ops(rt);
+    free_orphan(rt);
     return NULL;
 }

@@ -24,7 +24,7 @@ s2_ticket *s2_ticket_new(s2_runtime *rt) {
     atomic_init(&t->refs, 1);
     t->rt = rt;
     s2_runtime_ref(rt);
-    t->fd = -1;
+    s2_completion_init(&t->done);
     t->state = S2_TICKET_PENDING;
     return t;
 }
@@ -36,7 +36,7 @@ void s2_ticket_ref(s2_ticket *t) {
 void s2_ticket_unref(s2_ticket *t) {
     if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
         s2_runtime *rt = t->rt;
-        if (t->fd >= 0) close(t->fd);
+        s2_completion_free(&t->done);
         free(t);
         s2_runtime_unref(rt);
     }
@@ -61,13 +61,9 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout) {
     return st;
 }
 
-/* Rings the ticket's fd, if anyone asked for one. under mu */
+/* Rings the ticket's fd and posts its notice, if anyone asked. under mu */
 static void ticket_signal(s2_ticket *t) {
-    if (t->fd >= 0) {
-        uint64_t one = 1;
-        ssize_t n = write(t->fd, &one, sizeof one);
-        (void)n; /* EAGAIN: already readable */
-    }
+    s2_completion_set_locked(t->rt, &t->done);
 }
 
 /* under mu */
@@ -86,19 +82,26 @@ static void ticket_fail(s2_ticket *t, const s2_error *err) {
     ticket_signal(t);
 }
 
+s2_runtime *s2_ticket_runtime(const s2_ticket *t) {
+    return t->rt;
+}
+
 bool s2_ticket_owned(const s2_ticket *t) {
     return s2_runtime_owned(t->rt);
 }
 
 int s2_ticket_fd(s2_ticket *t) {
     s2_runtime_lock(t->rt);
-    if (t->fd < 0) {
-        t->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (t->fd >= 0 && t->state != S2_TICKET_PENDING) ticket_signal(t);
-    }
-    int fd = t->fd;
+    int fd = s2_completion_fd_locked(&t->done);
     s2_runtime_unlock(t->rt);
     return fd;
+}
+
+uint64_t s2_ticket_notice(s2_ticket *t) {
+    s2_runtime_lock(t->rt);
+    uint64_t id = s2_completion_arm_locked(t->rt, &t->done);
+    s2_runtime_unlock(t->rt);
+    return id;
 }
 
 /* What a failure dropped, for the stderr report of a session nobody watches any more. */
@@ -455,6 +458,13 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
     return rc;
 }
 
+bool s2_append_session_finished(s2_append_session *s) {
+    s2_runtime_lock(s->op.rt);
+    bool done = s->state == S2_SESSION_CLOSED || s->state == S2_SESSION_FAILED;
+    s2_runtime_unlock(s->op.rt);
+    return done;
+}
+
 static void append_drain_locked(s2_op *op) {
     s2_append_session *s = (s2_append_session *)op;
     s->report_loss = true;
@@ -469,6 +479,10 @@ static bool append_drained_locked(s2_op *op) {
      * being posted by the HTTP/1.1 worker); a producer's open batch was sealed by the drain,
      * and a closing session opens no new one. */
     return s->stats.inflight_batches == 0;
+}
+
+s2_runtime *s2_append_session_runtime(const s2_append_session *s) {
+    return s->op.rt;
 }
 
 bool s2_append_session_owned(const s2_append_session *s) {

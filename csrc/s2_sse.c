@@ -151,6 +151,7 @@ static void stop_with(s2_read_session *s, const s2_error *err, bool ended) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
 }

@@ -23,6 +23,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 mkdir -p "$cache"
+# One build at a time: a second caller (another checkout, a spec) waits for the first and
+# then finds the binary, instead of building it all again.
+exec 9>"$cache/.install-$version.lock"
+flock 9
+if [ -x "$bin" ]; then
+  echo "$bin"
+  exit 0
+fi
 echo "install-s2-lite: building s2-lite $version into $root (takes a while, once)" >&2
 # Build in a scratch target dir, install atomically so an interrupted build never leaves
 # a half-written binary at the cached path.

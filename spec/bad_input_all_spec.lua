@@ -447,7 +447,7 @@ local WRONG_SELF = {
   { "ticket.wait(42)", function() return ticket().wait(42) end },
   { "ticket.result(nil)", function() return ticket().result(nil) end },
   { "ticket.pollfd({})", function() return ticket().pollfd({}) end },
-  { "record_ticket.result(ticket)", function() return record_ticket().result(ticket()) end },
+  { "record_ticket.result(session)", function() return record_ticket().result(session()._core) end },
   { "client core: request on a session handle", function()
     return client().core.request(session()._core, { method = "GET", path = "/" })
   end },

@@ -2,6 +2,7 @@
 local core = require "s2.core"
 local util = require "s2.util"
 local basin_mod = require "s2.basin"
+local await = require "s2.await"
 
 local Client = {}
 Client.__index = Client
@@ -105,8 +106,14 @@ function Client:stats()
 end
 
 --- Closes the client's connections. Using it afterwards is an error.
+-- Outstanding work fails with "closed"; the wait for the I/O thread to finish yields like
+-- every other wait.
 function Client:close()
-  self.core:close()
+  local c = self.core
+  if c:close_start() then
+    await.until_done(c, function() return c:stopped() end, nil, "client:close: not done in %.3f s")
+  end
+  c:close()
 end
 Client.__close = Client.close
 
@@ -114,11 +121,15 @@ Client.__close = Client.close
 -- With want_provision, a successful call also returns, third, the s2-provision-result
 -- header ("created", "updated" or "noop"); success never has a second value.
 function Client:_json(method, path, body, basin, request_token, want_provision)
-  local status, resp, provision = self.core:request {
+  local can, cerr = await.can_wait()
+  if not can then return nil, cerr end
+  local call, serr = self.core:request {
     method = method, path = path, basin = basin, request_token = request_token,
     body = body ~= nil and util.json_encode(body) or nil,
     content_type = body ~= nil and "application/json" or nil,
   }
+  if not call then return nil, serr end
+  local status, resp, provision = await.call(call)
   if not status then return nil, resp end
   local value, err = true, nil
   if resp ~= "" then value, err = util.json_decode(resp) end

@@ -79,13 +79,23 @@ end
 -- true, or nil, err with the error that failed the producer.
 function Producer:flush(timeout)
   if self.closed then error("producer:flush: the producer is closed", 2) end
-  return self._core:flush(timeout)
+  timeout = await.check_timeout("producer:flush", timeout)
+  local last, err = self._core:flush_start()
+  if not last then return nil, err end
+  if last == true then return true end -- nothing was ever sealed
+  local ack, aerr = last:ack(timeout)
+  if ack then return true end
+  if aerr.code == "timeout" and not last:ready() then
+    return nil, require("s2.error").new("timeout",
+      ("flush: not everything was acked within %.3f s"):format(timeout), { retryable = true })
+  end
+  return nil, aerr
 end
 
 --- Flushes (without waiting out the linger), then ends the session. true | nil, err.
 function Producer:close(timeout)
   self.closed = true
-  return self._core:close(timeout)
+  return await.close_session(self.stream.client.core, self._core, timeout, "producer:close")
 end
 
 --- Counters: records_submitted, batches_submitted, batches_acked, inflight_bytes, ...

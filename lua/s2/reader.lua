@@ -1,6 +1,8 @@
 --- Read session: follows a stream over S2S, resuming after failures without duplicates or
 -- gaps. Records come from the C core one at a time; heartbeats are consumed there.
 local util = require "s2.util"
+local await = require "s2.await"
+local errors = require "s2.error"
 
 local Reader = {}
 Reader.__index = Reader
@@ -29,7 +31,25 @@ end
 -- record | nil (a limit was reached: count, bytes, until, wait) | nil, err
 function Reader:next(timeout)
   if self.closed then error("reader:next: the read session is closed", 2) end
-  return self._core:next(timeout)
+  timeout = await.check_timeout("reader:next", timeout)
+  local h = self._core
+  local deadline = timeout and require("s2.core").now() + timeout
+  while true do
+    local left = deadline and math.max(0, deadline - require("s2.core").now())
+    local ok, err = await.wait(h, left)
+    if ok == "block" then return h:next(left) end
+    if not ok then
+      if err.code == "timeout" then
+        return nil, errors.new("timeout", ("no record within %.3f s"):format(timeout),
+          { retryable = true })
+      end
+      return nil, err
+    end
+    local record, rerr = h:next(0)
+    -- A timeout here: only command records were there (ignore_command_records): wait on.
+    if record ~= nil or rerr == nil or rerr.code ~= "timeout" then return record, rerr end
+    if deadline and require("s2.core").now() >= deadline then return record, rerr end
+  end
 end
 
 --- Iterator over the records, until a limit is reached or the session is closed.
@@ -37,7 +57,7 @@ end
 function Reader:records()
   return function()
     if self.closed then return nil end
-    local record, err = self._core:next()
+    local record, err = self:next()
     if record == nil and err ~= nil then error(err, 2) end
     return record
   end

@@ -57,7 +57,8 @@ end
 -- Returns true, or nil, err with the error that failed the session.
 function Session:close(timeout)
   self.closed = true
-  return self._core:close(timeout)
+  return require("s2.await").close_session(self.stream.client.core, self._core, timeout,
+    "session:close")
 end
 
 --- Counters: inflight_bytes, inflight_batches, peak_*, batches_submitted/acked/resent,

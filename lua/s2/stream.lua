@@ -1,5 +1,6 @@
 --- Stream: appends, reads and the tail of one stream.
 local util = require "s2.util"
+local await = require "s2.await"
 
 local Stream = {}
 Stream.__index = Stream
@@ -21,19 +22,25 @@ function Stream:append(records, opts)
     error(("stream:append: records must be a table (an array of records), got %s")
       :format(type(records)), 2)
   end
-  local ok, ack, err = pcall(self.client.core.append, self.client.core, self.basin.name,
+  local can, cerr = await.can_wait()
+  if not can then return nil, cerr end
+  local ok, call, err = pcall(self.client.core.append, self.client.core, self.basin.name,
     self.name, records, opts)
-  if not ok then error("stream:append: " .. tostring(ack), 2) end
-  return ack, err
+  if not ok then error("stream:append: " .. tostring(call), 2) end
+  if not call then return nil, err end
+  return await.call(call)
 end
 
 --- One unary read. Returns { records = {...}, tail = } or nil, err.
 function Stream:read(opts)
   opts = util.check_options("stream:read", opts, READ_OPTIONS, 2)
-  local ok, batch, err = pcall(self.client.core.read, self.client.core, self.basin.name,
+  local can, cerr = await.can_wait()
+  if not can then return nil, cerr end
+  local ok, call, err = pcall(self.client.core.read, self.client.core, self.basin.name,
     self.name, opts)
-  if not ok then error("stream:read: " .. tostring(batch), 2) end
-  return batch, err
+  if not ok then error("stream:read: " .. tostring(call), 2) end
+  if not call then return nil, err end
+  return await.call(call)
 end
 
 --- Opens an append session (see s2.session).

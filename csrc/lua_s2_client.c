@@ -1,0 +1,321 @@
+/* lua_s2_client.c — the client userdata (s2.core.client): configuration, the runtime its
+ * calls and sessions share, unary calls (append, read, request: started here, carried out
+ * on the I/O thread, awaited through call objects), fork handling, stats and progress. The session kinds' constructors are its methods too; each
+ * lives with its class. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lua_s2.h"
+
+/* A client: its runtime (made with the client; its I/O thread starts with the first call
+ * or session) belongs to the process that made it. */
+struct s2l_client {
+    s2_runtime *rt; /* NULL only if a fork child could not make its own */
+    bool closed;
+    pid_t pid;
+};
+
+/* A forked child must not use (or free) its parent's connections and thread: it leaves
+ * them alone (abandoned, not freed: the sockets are shared) and makes its own runtime. */
+static void client_after_fork(s2l_client *c) {
+    if (c->pid == s2_process_id()) return;
+    s2_error err;
+    c->rt = c->rt ? s2_runtime_new(s2_runtime_config(c->rt), &err) : NULL;
+    c->pid = s2_process_id();
+}
+
+s2l_client *s2l_check_client(lua_State *L) {
+    s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
+    if (c->closed || !c->rt) luaL_error(L, "client is closed");
+    return c;
+}
+
+/* The client at index 1 closed or not (progress waits outlive close_start). */
+static s2l_client *client_any(lua_State *L) {
+    s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
+    if (!c->rt) luaL_error(L, "client is closed");
+    return c;
+}
+
+s2_runtime *s2l_client_runtime(s2l_client *c, s2_error *err) {
+    if (!c->rt) s2_fail(err, S2_E_NOMEM, "out_of_memory", "the client has no runtime");
+    return c->rt;
+}
+
+static void check_endpoint(lua_State *L, int idx, const char *k, s2_endpoint *ep) {
+    size_t len;
+    const char *s = s2l_opt_string(L, idx, k, &len);
+    if (!s) luaL_error(L, "%s: required", k);
+    s2_error err;
+    if (s2_endpoint_parse(s, ep, &err) != 0) luaL_error(L, "%s: %s", k, err.message);
+}
+
+/* core.client{ access_token, account_endpoint, basin_endpoint, request_timeout,
+ *              connection_timeout, max_attempts, min_base_delay, max_base_delay,
+ *              append_retry_policy, ca_file, drain_timeout } -- validated and defaulted
+ * by lua/s2 (drain_timeout defaults to request_timeout) */
+int s2l_client_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    s2_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    size_t len;
+    cfg.access_token = s2l_opt_string(L, 1, "access_token", &len);
+    check_endpoint(L, 1, "account_endpoint", &cfg.account);
+    check_endpoint(L, 1, "basin_endpoint", &cfg.basin);
+    if (cfg.account.https != cfg.basin.https)
+        luaL_error(L, "account_endpoint and basin_endpoint must use the same scheme");
+    cfg.request_timeout = s2l_opt_number(L, 1, "request_timeout", 5);
+    cfg.connection_timeout = s2l_opt_number(L, 1, "connection_timeout", 3);
+    cfg.max_attempts = (unsigned)s2l_opt_number(L, 1, "max_attempts", 3);
+    cfg.min_base_delay = s2l_opt_number(L, 1, "min_base_delay", 0.1);
+    cfg.max_base_delay = s2l_opt_number(L, 1, "max_base_delay", 1);
+    const char *policy = s2l_opt_string(L, 1, "append_retry_policy", &len);
+    cfg.append_retry_policy = S2_RETRY_ALL;
+    if (policy && strcmp(policy, "no_side_effects") == 0) cfg.append_retry_policy = S2_RETRY_NO_SIDE_EFFECTS;
+    else if (policy && strcmp(policy, "all") != 0)
+        luaL_error(L, "append_retry_policy: expected \"all\" or \"no_side_effects\", got \"%s\"", policy);
+    cfg.ca_file = s2l_opt_string(L, 1, "ca_file", &len);
+    cfg.drain_timeout = s2l_opt_number(L, 1, "drain_timeout", cfg.request_timeout);
+    if (!(cfg.drain_timeout >= 0)) luaL_error(L, "drain_timeout: must be >= 0");
+
+    s2l_client *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->rt = NULL;
+    c->closed = false;
+    c->pid = s2_process_id();
+    luaL_setmetatable(L, CLIENT_MT);
+    s2_error err;
+    c->rt = s2_runtime_new(&cfg, &err);
+    if (!c->rt) return s2l_fail(L, &err);
+    return 1;
+}
+
+/* client:close_start() -> true when the I/O thread has to finish first (await stopped()):
+ * every call and session fails with "closed". */
+static int l_client_close_start(lua_State *L) {
+    s2l_client *c = client_any(L);
+    c->closed = true;
+    s2_runtime_shutdown_start(c->rt);
+    lua_pushboolean(L, !s2_runtime_stopped(c->rt));
+    return 1;
+}
+
+/* client:stopped() -> whether the I/O thread has finished (close() then returns at once). */
+static int l_client_stopped(lua_State *L) {
+    s2l_client *c = client_any(L);
+    lua_pushboolean(L, s2_runtime_stopped(c->rt));
+    return 1;
+}
+
+/* client:close(): ends every session (their tickets fail with "closed") and connection;
+ * joins the I/O thread (lua/s2 awaits stopped() first, so that does not wait). */
+static int l_client_close(lua_State *L) {
+    s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
+    c->closed = true;
+    s2_runtime_shutdown(c->rt);
+    return 0;
+}
+
+/* __gc (also at lua_close, when every object is finalized): usually nothing refers to the
+ * client any more, nor to its sessions and tickets (they keep their client alive through
+ * their user values, so they were finalized first and their sessions are draining). Unlike
+ * close(), it lets what they submitted drain for up to drain_timeout — on the I/O thread, so
+ * the finalizer returns at once (it may run inside an event loop) — and what does not make
+ * it is reported on stderr; at process exit the drain is waited for. Sessions finalized
+ * after it (an order lua_close does not promise) still find their runtime: it lives until
+ * the last of them is released. */
+static int l_client_gc(lua_State *L) {
+    s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    client_after_fork(c);
+    if (c->rt) {
+        s2_runtime_release(c->rt, "the client was garbage-collected");
+        c->rt = NULL;
+    }
+    c->closed = true;
+    return 0;
+}
+
+/* Path "/streams/<encoded name>" + suffix. */
+static void stream_path(lua_State *L, int idx, const char *suffix, s2_buf *path) {
+    size_t n;
+    const char *stream = luaL_checklstring(L, idx, &n);
+    s2_buf_init(path);
+    if (s2_buf_append_str(path, "/streams/") != 0 ||
+        s2_buf_append_urlencoded(path, (const uint8_t *)stream, n) != 0 ||
+        s2_buf_append_str(path, suffix) != 0) {
+        s2_buf_free(path);
+        luaL_error(L, "out of memory");
+    }
+}
+
+/* Starts req on the I/O thread and pushes its call object, or nil, err. The request is
+ * copied: the caller's buffers may go at once. */
+static int start_call(lua_State *L, s2l_client *c, const s2_request *req, s2l_call_kind kind,
+                      size_t num_records) {
+    s2_error err;
+    s2_call *call = s2_call_start(c->rt, req, &err);
+    if (!call) return s2l_fail(L, &err);
+    s2l_push_call(L, call, kind, num_records);
+    return 1;
+}
+
+/* client:append(basin, stream, records [, opts]) -> call | nil, err (its result: the ack) */
+static int l_client_append(lua_State *L) {
+    s2l_client *c = s2l_check_client(L);
+    const char *basin = s2l_check_basin(L, 2);
+    luaL_checkstring(L, 3);
+    lua_settop(L, 5);
+    s2_append_input in;
+    s2l_check_append_input(L, 4, 5, &in);
+    size_t len = s2_append_input_encoded_len(&in);
+    uint8_t *body = lua_newuserdatauv(L, len ? len : 1, 0);
+    s2_append_input_encode(&in, body);
+
+    s2_buf path;
+    stream_path(L, 3, "/records", &path);
+    s2_request req = {
+        .method = "POST",
+        .basin = basin,
+        .path = (const char *)path.data,
+        .content_type = "application/protobuf",
+        .accept = "application/protobuf",
+        .body = body,
+        .body_len = len,
+        .kind = S2_CALL_APPEND,
+    };
+    int n = start_call(L, c, &req, S2L_CALL_APPEND, in.num_records);
+    s2_buf_free(&path);
+    return n;
+}
+
+/* Appends the query string of o to path; -1 when out of memory. */
+static int read_query(const s2l_read_opts *o, s2_buf *path) {
+    char part[64];
+    int rc = 0;
+    snprintf(part, sizeof part, "?%s=%llu", o->start_key, (unsigned long long)o->start);
+    rc |= s2_buf_append_str(path, part);
+#define Q(flag, name, val)                                                                     \
+    if (flag) {                                                                                \
+        snprintf(part, sizeof part, "&" name "=%llu", (unsigned long long)(val));             \
+        rc |= s2_buf_append_str(path, part);                                                   \
+    }
+    Q(o->has_count, "count", o->count)
+    Q(o->has_bytes, "bytes", o->bytes)
+    Q(o->has_until, "until", o->until)
+    Q(o->wait >= 0, "wait", (uint64_t)ceil(o->wait))
+#undef Q
+    if (o->clamp) rc |= s2_buf_append_str(path, "&clamp=true");
+    return rc ? -1 : 0;
+}
+
+/* client:read(basin, stream, opts) -> call | nil, err (its result: the batch)
+ * opts: seq_num | timestamp | tail_offset, clamp, count, bytes, until, wait (seconds) */
+static int l_client_read(lua_State *L) {
+    s2l_client *c = s2l_check_client(L);
+    const char *basin = s2l_check_basin(L, 2);
+    luaL_checkstring(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    s2l_read_opts o;
+    s2l_check_read_opts(L, 4, &o, true);
+
+    s2_buf path;
+    stream_path(L, 3, "/records", &path);
+    if (read_query(&o, &path) != 0) {
+        s2_buf_free(&path);
+        return luaL_error(L, "out of memory");
+    }
+    s2_request req = {
+        .method = "GET",
+        .basin = basin,
+        .path = (const char *)path.data,
+        .accept = "application/protobuf",
+        .kind = S2_CALL_IDEMPOTENT,
+        .extra_timeout = o.wait > 0 ? ceil(o.wait) : 0,
+    };
+    int n = start_call(L, c, &req, S2L_CALL_READ, 0);
+    s2_buf_free(&path);
+    return n;
+}
+
+/* client:request{ method, basin?, path, body?, content_type?, accept?, request_token? }
+ *   -> call | nil, err; its result: status, body, provision_result (management calls) */
+static int l_client_request(lua_State *L) {
+    s2l_client *c = s2l_check_client(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    size_t len, blen = 0;
+    s2_request req;
+    memset(&req, 0, sizeof req);
+    req.method = s2l_opt_string(L, 2, "method", &len);
+    req.path = s2l_opt_string(L, 2, "path", &len);
+    if (!req.method || !req.path) luaL_error(L, "request: method and path are required");
+    req.basin = s2l_opt_string(L, 2, "basin", &len);
+    if (req.basin && !s2_basin_name_valid(req.basin))
+        luaL_error(L, "basin: \"%s\" is not a basin name (8 to 48 of a-z, 0-9 and '-', "
+                      "no '-' at either end)", req.basin);
+    req.body = (const uint8_t *)s2l_opt_string(L, 2, "body", &blen);
+    req.body_len = blen;
+    req.content_type = s2l_opt_string(L, 2, "content_type", &len);
+    req.accept = s2l_opt_string(L, 2, "accept", &len);
+    req.request_token = s2l_opt_string(L, 2, "request_token", &len);
+    req.kind = S2_CALL_IDEMPOTENT;
+    return start_call(L, c, &req, S2L_CALL_REQUEST, 0);
+}
+
+/* client:stats() -> { connections_opened, connections_open } (sessions' transport) */
+static int l_client_stats(lua_State *L) {
+    s2l_client *c = s2l_check_client(L);
+    s2_runtime_stats st = {0};
+    s2_runtime_get_stats(c->rt, &st);
+    lua_createtable(L, 0, 2);
+    s2l_set_int(L, "connections_opened", st.connections_opened);
+    s2l_set_int(L, "connections_open", st.connections_open);
+    return 1;
+}
+
+/* client:progress() -> n; client:progress_fd() -> fd (see s2_runtime_progress) */
+static int l_client_progress(lua_State *L) {
+    s2l_client *c = client_any(L);
+    lua_pushinteger(L, (lua_Integer)s2_runtime_progress(c->rt));
+    return 1;
+}
+
+/* client:progress_notice() -> id, path: a notice at the next progress (OpenResty). */
+static int l_client_progress_notice(lua_State *L) {
+    s2l_client *c = client_any(L);
+    return s2l_push_notice(L, c->rt, s2_runtime_progress_notice(c->rt));
+}
+
+static int l_client_progress_fd(lua_State *L) {
+    s2l_client *c = client_any(L);
+    s2_error err;
+    if (!s2l_client_runtime(c, &err)) return s2l_fail(L, &err);
+    int fd = s2_runtime_progress_fd(c->rt);
+    if (fd < 0) return luaL_error(L, "progress_fd: no eventfd available");
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static const luaL_Reg client_methods[] = {
+    {"progress", l_client_progress},
+    {"progress_fd", l_client_progress_fd},
+    {"progress_notice", l_client_progress_notice},
+    {"close_start", l_client_close_start},
+    {"stopped", l_client_stopped},
+    {"append_session", s2l_client_append_session},
+    {"producer", s2l_client_producer},
+    {"read_session", s2l_client_read_session},
+    {"stats", l_client_stats},
+    {"append", l_client_append},
+    {"read", l_client_read},
+    {"request", l_client_request},
+    {"close", l_client_close},
+    {NULL, NULL},
+};
+
+void s2l_open_client(lua_State *L, int emt) {
+    s2l_register_class(L, CLIENT_MT, client_methods, emt, l_client_gc);
+}

@@ -1,0 +1,149 @@
+/* lua_s2_reader.c — the read session userdata (s2.core.read_session): records one at a
+ * time from a streaming read that reconnects where it left off. */
+#include <string.h>
+
+#include "lua_s2.h"
+
+/* client:read_session(basin, stream, opts) -> reader | nil, err
+ * opts: the read options (no 60 s cap on wait), ignore_command_records, compression */
+int s2l_client_read_session(lua_State *L) {
+    s2l_client *c = s2l_check_client(L);
+    const char *basin = s2l_check_basin(L, 2);
+    const char *stream = luaL_checkstring(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    s2l_read_opts o;
+    s2l_check_read_opts(L, 4, &o, false);
+    s2_read_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.start_kind = strcmp(o.start_key, "timestamp") == 0     ? S2_READ_TIMESTAMP
+                    : strcmp(o.start_key, "tail_offset") == 0 ? S2_READ_TAIL_OFFSET
+                                                              : S2_READ_SEQ_NUM;
+    ro.start = o.start;
+    ro.clamp = o.clamp;
+    ro.has_count = o.has_count;
+    ro.count = o.count;
+    ro.has_bytes = o.has_bytes;
+    ro.bytes = o.bytes;
+    ro.has_until = o.has_until;
+    ro.until = o.until;
+    ro.has_wait = o.wait >= 0;
+    ro.wait = o.wait;
+    lua_getfield(L, 4, "ignore_command_records");
+    ro.ignore_command_records = lua_toboolean(L, -1);
+    lua_getfield(L, 4, "http1");
+    ro.http1 = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    size_t len;
+    const char *comp = s2l_opt_string(L, 4, "compression", &len);
+    if (comp && strcmp(comp, "zstd") == 0) ro.compression = S2_COMPRESSION_ZSTD;
+    else if (comp && strcmp(comp, "gzip") == 0) ro.compression = S2_COMPRESSION_GZIP;
+    s2_error err;
+    s2_runtime *rt = s2l_client_runtime(c, &err);
+    if (!rt) return s2l_fail(L, &err);
+    s2l_reader_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->s = NULL;
+    luaL_setmetatable(L, READER_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    u->s = s2_read_session_open(rt, basin, stream, &ro, &err);
+    if (!u->s) return s2l_fail(L, &err);
+    return 1;
+}
+
+static s2l_reader_ud *check_reader(lua_State *L) {
+    s2l_reader_ud *u = luaL_checkudata(L, 1, READER_MT);
+    if (!u->s) luaL_error(L, "read session is closed");
+    s2l_check_owned(L, s2_read_session_owned(u->s));
+    return u;
+}
+
+/* reader:next([timeout]) -> record | nil (a limit was reached) | nil, err */
+static int l_reader_next(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    s2_sequenced_record r;
+    s2_error err;
+    int rc = s2_read_session_next(u->s, s2l_opt_timeout(L, 2), &r, &err);
+    if (rc < 0) return s2l_fail(L, &err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    s2l_push_record(L, &r);
+    return 1;
+}
+
+/* The waitable protocol (lua/s2/await.lua): ready() when next(0) would not time out. */
+static int l_reader_ready(lua_State *L) {
+    lua_pushboolean(L, s2_read_session_ready(check_reader(L)->s));
+    return 1;
+}
+
+static int l_reader_pollfd(lua_State *L) {
+    int fd = s2_read_session_fd(check_reader(L)->s);
+    if (fd < 0) return luaL_error(L, "reader:pollfd: no eventfd available");
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int l_reader_events(lua_State *L) {
+    check_reader(L);
+    lua_pushliteral(L, "r");
+    return 1;
+}
+
+static int l_reader_timeout(lua_State *L) {
+    if (s2_read_session_ready(check_reader(L)->s)) lua_pushnumber(L, 0);
+    else lua_pushnil(L);
+    return 1;
+}
+
+static int l_reader_notice(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    return s2l_push_notice(L, s2_read_session_runtime(u->s), s2_read_session_notice(u->s));
+}
+
+/* reader:status() -> { caught_up, tail, ended, delivered, reconnects, buffered_bytes } */
+static int l_reader_status(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    s2_read_status st;
+    s2_read_session_status(u->s, &st);
+    lua_createtable(L, 0, 5);
+    lua_pushboolean(L, st.caught_up);
+    lua_setfield(L, -2, "caught_up");
+    lua_pushboolean(L, st.ended);
+    lua_setfield(L, -2, "ended");
+    s2l_set_int(L, "delivered", st.delivered);
+    s2l_set_int(L, "reconnects", st.reconnects);
+    s2l_set_int(L, "buffered_bytes", st.buffered_bytes);
+    if (st.has_tail) {
+        s2l_push_position(L, &st.tail);
+        lua_setfield(L, -2, "tail");
+    }
+    return 1;
+}
+
+static int l_reader_close(lua_State *L) {
+    s2l_reader_ud *u = luaL_checkudata(L, 1, READER_MT);
+    if (u->s && !s2_read_session_owned(u->s)) u->s = NULL; /* the parent's: leave it alone */
+    if (u->s) {
+        s2_read_session_release(u->s);
+        u->s = NULL;
+    }
+    return 0;
+}
+
+static const luaL_Reg reader_methods[] = {
+    {"next", l_reader_next},
+    {"status", l_reader_status},
+    {"ready", l_reader_ready},
+    {"pollfd", l_reader_pollfd},
+    {"events", l_reader_events},
+    {"timeout", l_reader_timeout},
+    {"notice", l_reader_notice},
+    {"close", l_reader_close},
+    {NULL, NULL},
+};
+
+void s2l_open_reader(lua_State *L, int emt) {
+    s2l_register_class(L, READER_MT, reader_methods, emt, l_reader_close);
+}

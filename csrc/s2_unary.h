@@ -1,0 +1,52 @@
+/* s2_unary.h — one unary HTTP attempt on a curl easy handle (s2_http.c), and the I/O
+ * thread's driver of unary calls (s2_call.c). Internal. */
+#ifndef S2_UNARY_H
+#define S2_UNARY_H
+
+#include <curl/curl.h>
+
+#include "s2.h"
+
+/* What one attempt's callbacks fill (headers, body, resend guard). Lives as long as the
+ * transfer: the easy handle points into it. */
+typedef struct s2_http_attempt {
+    s2_response *resp;
+    uint64_t retry_after_ms;
+    bool too_big;
+    bool append;
+    /* Appends only: the body, how much of it curl has taken, how many times curl was about
+     * to send the request, whether a resend was refused, and whether curl had said why the
+     * connection failed by then (else the error buffer holds only the refusal). */
+    const uint8_t *body;
+    size_t body_len, taken;
+    unsigned sends;
+    bool resend_refused, cause_known;
+    char errbuf[CURL_ERROR_SIZE];
+    struct curl_slist *headers;
+    s2_buf url; /* kept between attempts (init it once, free with _cleanup) */
+} s2_http_attempt;
+
+int s2_http_global_init(s2_error *err); /* curl_global_init, once per process */
+/* Configures c for one attempt of req (resp gets the answer). */
+int s2_http_attempt_setup(CURL *c, const s2_config *cfg, const s2_request *req,
+                          s2_http_attempt *a, s2_response *resp, s2_error *err);
+/* After the transfer ended with cr: 0 for a 2xx answer, else -1 with err classified. */
+int s2_http_attempt_finish(CURL *c, s2_http_attempt *a, CURLcode cr, s2_error *err);
+void s2_http_attempt_cleanup(CURL *c, s2_http_attempt *a);
+/* Whether attempt number `attempts` (1-based) failing with err is tried again. */
+bool s2_http_should_retry(const s2_config *cfg, const s2_request *req, unsigned attempts,
+                          const s2_error *err);
+
+/* ---- the runtime's unary calls (s2_call.c); I/O thread unless said otherwise ---- */
+typedef struct s2_calls s2_calls; /* also named in s2_wait.h */
+
+s2_calls *s2_calls_new(s2_runtime *rt, s2_error *err); /* any thread, before the I/O thread */
+void s2_calls_free(s2_calls *d);                        /* after the I/O thread ended */
+/* Starts queued calls, drops abandoned ones. */
+void s2_calls_service(s2_calls *d);
+double s2_calls_next_deadline(s2_calls *d); /* 0: none */
+void s2_calls_check_timers(s2_calls *d, double now);
+/* The runtime stops: every call fails with err. */
+void s2_calls_abort(s2_calls *d, const s2_error *err);
+
+#endif /* S2_UNARY_H */
