@@ -104,6 +104,7 @@ struct s2_runtime {
     bool started;
     bool stopping;
     bool io_done; /* the I/O thread has finished (everything outstanding failed) */
+    bool joined;   /* the thread was (or is being) joined by s2_runtime_shutdown */
     bool orphaned; /* the client was collected: the thread drains, stops and frees it all */
     double orphan_deadline;
     s2_append_session *sessions;
@@ -380,12 +381,12 @@ void s2_runtime_shutdown(s2_runtime *rt) {
         s2_runtime_unlock(rt);
         return;
     }
-    bool was_stopping = rt->stopping;
     rt->stopping = true;
-    bool started = rt->started;
+    bool join = rt->started && !rt->joined; /* shutdown_start may have stopped it already */
+    rt->joined = true;
     s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond */
     s2_runtime_unlock(rt);
-    if (was_stopping || !started) return;
+    if (!join) return;
     s2_runtime_wake(rt);
     pthread_join(rt->thread, NULL);
 }
