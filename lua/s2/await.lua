@@ -299,7 +299,7 @@ end
 function M.close_session(client_core, h, timeout, fname)
   timeout = check_timeout(fname, timeout)
   local ok, err = h:close(0) -- starts closing; true or the failure once finished
-  if h:finished() then return ok, err end
+  if h:finished() then return h:close(0) end -- (it may have finished since: ask again)
   local r, werr = M.until_done(client_core, function() return h:finished() end, timeout,
     "close: not every batch was acked within %.3f s (still draining)")
   if r == "block" then return h:close(timeout) end
