@@ -460,7 +460,12 @@ def markdown(doc, baseline=None):
     for gl in doc["goals"]:
         verdict = "–" if gl["met"] is None else "**met**" if gl["met"] else "**missed**"
         L.append(f"| {verdict} | {gl['goal']} | {gl['detail']} |")
-    if baseline and baseline.get("meta", {}).get("date") != m.get("date"):
+    if baseline and baseline.get("meta", {}).get("date") == m.get("date"):
+        L.append("")
+        L.append(f"This run is also the saved baseline (`{os.path.relpath(doc['baseline_path'], ROOT)}`): "
+                 "the code before issue 13's never-block work, where unary calls block the worker and "
+                 "`ticket:ack()` polls with `ngx.sleep`. Later runs show it beside their own figures.")
+    elif baseline:
         bm = baseline["meta"]
         L.append("")
         L.append(f"Before (run of {bm['date']}, commit `{bm.get('commit', '?')}`, load "
