@@ -276,7 +276,7 @@ client:close blocked the worker: a timer queued right before the call ran only a
       local code, message = got:match("^([^|]*)|(.*)$")
       assert(code ~= "returned", ("%s in the %s phase returned (%s) instead of failing with 'invalid': it waited by blocking the worker")
         :format(label, phase, message))
-      assert(code == "invalid", ("%s in the %s phase did not fail with 'invalid': %s")
+      assert(code == "invalid", ("%s in the %s phase did not fail with 'invalid' (a call that has to wait must refuse here, not block the worker): %s")
         :format(label, phase, got == "" and "(no result recorded)" or got))
       assert(message:find(phase, 1, true), ("the 'invalid' error of %s does not name the %s phase: %s")
         :format(label, phase, message))
