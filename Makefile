@@ -4,6 +4,7 @@
 #   make deps       install what is missing (Debian packages, s2-lite into ~/.cache)
 #   make test       deps + build + the busted suite against a real s2-lite
 #   make demo       deps + build + examples/quickstart.lua against a real s2-lite
+#   make bench-openresty   the module in real nginx under wrk (docs/benchmarks.md)
 #   make install    install s2/core.so and s2/*.lua (PREFIX, DESTDIR honoured)
 
 LUA_VERSION ?= 5.4
@@ -48,7 +49,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader
+.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader bench-openresty
 
 all: $(CORE_SO)
 
@@ -130,6 +131,17 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) LUA=$(LUA) $(WITH_S2) bench/run_all.sh $(BUILD)/bench.jsonl; rc=$$?; \
 	  python3 bench/report.py $(BUILD)/bench.jsonl && exit $$rc
+
+# Issue 13: the module in real nginx (one worker) under wrk: unary append, per-worker producer,
+# and a hand-written cosocket JSON POST; /ping latency alongside. Writes
+# bench/results/openresty.json and the "OpenResty (one nginx worker)" section of
+# docs/benchmarks.md (about 1-2 minutes; BENCH_SECONDS, CONNS, VARIANTS, ROUNDS: see
+# bench/openresty/run.py). wrk comes from Debian, installed here when missing.
+bench-openresty: deps
+	@$(MAKE) --no-print-directory luajit
+	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends wrk; }
+	@$(WITH_S2) python3 bench/openresty/run.py
 
 bench-reader: deps
 	@$(MAKE) --no-print-directory all

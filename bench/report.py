@@ -23,6 +23,8 @@ SDK_NAMES = {"rust": "Rust", "go": "Go", "ts": "TypeScript", "python": "Python",
 WORKLOADS = [("producer", 128), ("producer", 1024), ("producer", 8192), ("session", 1024),
              ("append", 128)]
 RSS_HEADROOM_MIB = 16
+OPENRESTY_BEGIN = "<!-- openresty:begin"  # the section bench/openresty/run.py writes
+OPENRESTY_END = "<!-- openresty:end -->"
 
 
 # ---------------------------------------------------------------- loading
@@ -273,7 +275,8 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
     w("machine, one client after another, each on a fresh stream (issue 9). Regenerate everything on this")
     w("page (tables, chart, perf profile) with `make bench` (about 7 minutes): it runs")
     w("`scripts/with-s2-lite.sh bench/run_all.sh build/bench.jsonl` and then")
-    w("`python3 bench/report.py build/bench.jsonl`.")
+    w("`python3 bench/report.py build/bench.jsonl`. The [OpenResty section](#openresty-one-nginx-worker)")
+    w("at the end is `make bench-openresty`'s (issue 13).")
     w("")
     w(f"Run of **{meta.get('date', '?')}**: {rounds} round(s) over the whole matrix, clients")
     w("interleaved per workload; figures are **medians over the rounds** (ranges where noted).")
@@ -502,6 +505,15 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
     w("- `make bench-session` and `make bench-producer` still run the older standalone Lua")
     w("  benchmarks (`bench/session_throughput.lua`, `bench/producer_throughput.lua`).")
     w("")
+    # The OpenResty section belongs to bench/openresty/run.py (make bench-openresty): carry it over.
+    try:
+        old = open(path).read()
+    except OSError:
+        old = ""
+    begin, end = old.find(OPENRESTY_BEGIN), old.find(OPENRESTY_END)
+    if begin >= 0 and end > begin:
+        w(old[begin:end + len(OPENRESTY_END)])
+        w("")
     with open(path, "w") as f:
         f.write("\n".join(L))
 

@@ -103,9 +103,9 @@ struct s2_runtime {
 
     /* under mu */
     bool started;
-    bool joined; /* s2_runtime_shutdown joined (or is joining) the thread */
     bool stopping;
     bool io_done; /* the I/O thread has finished (everything outstanding failed) */
+    bool joined;   /* the thread was (or is being) joined by s2_runtime_shutdown */
     bool orphaned; /* the client was collected: the thread drains, stops and frees it all */
     double orphan_deadline;
     s2_op *ops; /* the operations, newest first */
@@ -382,10 +382,9 @@ void s2_runtime_shutdown(s2_runtime *rt) {
         s2_runtime_unlock(rt);
         return;
     }
-    /* Joined once, also after shutdown_start (a plain script's close blocks here). */
-    bool join = rt->started && !rt->joined;
-    rt->joined = true;
     rt->stopping = true;
+    bool join = rt->started && !rt->joined; /* shutdown_start may have stopped it already */
+    rt->joined = true;
     s2_runtime_broadcast(rt); /* HTTP/1.1 workers wait on cond */
     s2_runtime_unlock(rt);
     if (!join) return;

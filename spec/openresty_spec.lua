@@ -3,48 +3,25 @@
 -- One worker: N concurrent appends all succeed, and /ping answers while appends wait.
 local H = require "helper"
 
-local function sh(cmd)
-  local p = assert(io.popen("unset LD_PRELOAD; " .. cmd))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function have_nginx()
-  return sh("test -x /usr/sbin/nginx && test -f /usr/lib/nginx/modules/ngx_http_lua_module.so && test -f build-jit/s2/core.so && echo yes"):match("yes")
-end
+local N = require "support.nginx"
+local sh = N.sh
 
 describe("OpenResty", function()
-  local prefix, port, basin_name
+  local srv, prefix, port, basin_name
   lazy_setup(function()
-    assert(have_nginx(), "needs nginx-light, libnginx-mod-http-lua and `make luajit` (make test does both)")
+    assert(N.available())
     local client = H.client()
     basin_name = H.unique_name("nginx")
     assert(client:create_basin(basin_name, { create_stream_on_append = true }))
-    prefix = sh("mktemp -d"):gsub("%s+$", "")
-    port = math.random(20000, 50000)
-    local repo = sh("pwd"):gsub("%s+$", "")
-    local conf = assert(io.open("examples/openresty/nginx.conf")):read("a")
-    conf = conf:gsub("@PREFIX@", prefix):gsub("@REPO@", repo):gsub("@PORT@", tostring(port))
-    -- the test runs as root; keep the worker as root too so it can read the checkout
-    conf = "user root;\n" .. conf
-    local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-    f:write(conf)
-    f:close()
-    local env = ("S2_BASIN=%s S2_STREAM=requests S2_LINGER=0.5"):format(basin_name)
-    os.execute(("unset LD_PRELOAD; cd %s && %s /usr/sbin/nginx -p %s -c %s/nginx.conf >%s/stdout.log 2>&1 & echo $! > %s/master.pid")
-      :format(prefix, env, prefix, prefix, prefix, prefix))
-    for _ = 1, 100 do
-      if sh(("curl -s -m 1 http://127.0.0.1:%d/ping"):format(port)):match("pong") then return end
-      os.execute("sleep 0.05")
-    end
-    error("nginx did not start: " .. sh(("cat %s/error.log %s/stdout.log"):format(prefix, prefix)))
+    srv = N.start {
+      conf = "examples/openresty/nginx.conf",
+      env = { S2_BASIN = basin_name, S2_STREAM = "requests", S2_LINGER = "0.5" },
+    }
+    prefix, port = srv.prefix, srv.port
   end)
 
   lazy_teardown(function()
-    if prefix then
-      os.execute(("unset LD_PRELOAD; kill $(cat %s/master.pid) 2>/dev/null; sleep 0.3; rm -rf %s"):format(prefix, prefix))
-    end
+    if srv then srv:stop() end
   end)
 
   it("appends concurrent requests, and keeps serving while acks are awaited", function()
@@ -93,7 +70,6 @@ describe("OpenResty", function()
     local stream = H.client():basin(basin_name):stream("requests")
     local batch = assert(stream:read { seq_num = 0, count = n })
     assert.are.equal(n, #batch.records)
-    local errors = sh(("grep -c '\\[error\\]' %s/error.log"):format(prefix)):gsub("%s", "")
-    assert.are.equal("0", errors)
+    assert.are.equal("", srv:errors())
   end)
 end)

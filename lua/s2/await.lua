@@ -204,12 +204,19 @@ function M.wait(w, timeout)
   local cqueues = cqueues_running()
   if cqueues then
     local deadline = timeout and core.now() + timeout
+    local ok, err = true, nil
     while not w:ready() do
       local left = deadline and deadline - core.now()
-      if left and left <= 0 then return nil, timeout_error(timeout) end
+      if left and left <= 0 then
+        ok, err = nil, timeout_error(timeout)
+        break
+      end
       cqueues.poll(w, left)
     end
-    return true
+    -- The fd may be closed soon (a call's, a ticket's): cqueues must forget it first, or a
+    -- new fd with the same number trips over its stale registration.
+    cqueues.cancel(w:pollfd())
+    return ok, err
   end
   return "block"
 end
@@ -292,7 +299,7 @@ end
 function M.close_session(client_core, h, timeout, fname)
   timeout = check_timeout(fname, timeout)
   local ok, err = h:close(0) -- starts closing; true or the failure once finished
-  if h:finished() then return ok, err end
+  if h:finished() then return h:close(0) end -- (it may have finished since: ask again)
   local r, werr = M.until_done(client_core, function() return h:finished() end, timeout,
     "close: not every batch was acked within %.3f s (still draining)")
   if r == "block" then return h:close(timeout) end

@@ -173,7 +173,9 @@ end
     assert_records(stream, "p", 1000)
   end)
 
-  it("drains a client collected mid-script, before collectgarbage() returns", function()
+  it("drains a client collected mid-script in the background, and the exit waits for it", function()
+    -- The finalizer does not wait (it may run inside an event loop): the client's I/O thread
+    -- goes on draining; the script's own exit then waits for that drain.
     local stream, name = H.new_stream(basin, "midgc")
     local rc, out, stderr = run_child(PRODUCER_1000 .. [[
 local session = assert(stream:append_session())
@@ -181,12 +183,10 @@ assert(session:submit({ "extra" }))
 client, stream, producer, session = nil, nil, nil, nil
 collectgarbage()
 collectgarbage()
--- A fresh client sees everything already.
-local tail = assert(new_client():basin(basin_name):stream(stream_name):check_tail())
-print("tail=" .. tail.seq_num)
+print("collected")
 ]], { endpoint = endpoint, basin = basin_name, stream = name })
     assert_clean_exit(rc, stderr)
-    assert.are.equal("tail=1001", out:match("tail=%d+"))
+    assert.are.equal("collected", out:match("collected"))
     assert.are.equal(1001, assert(stream:check_tail()).seq_num)
   end)
 
