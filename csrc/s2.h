@@ -24,9 +24,11 @@
  *                  (conversions, argument checks), lua_s2_codec.c (codec functions) and
  *                  one file per class: _client, _session, _producer, _ticket, _reader
  *
- * Dependencies point one way (scripts/check-layers.sh checks there is no circle):
+ * Dependencies point one way (scripts/check-layers.sh fails on a circle):
  *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- retry <- http
  *     <- runtime, notice, call <- { session <- producer ; reader <- sse } <- binding
+ * Within the middle layer the runtime still drives unary calls and the notice socket by
+ * name while they use it (the check's KNOWN list); sessions are ops behind a table.
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
  * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an

@@ -29,7 +29,7 @@ build = {
     ["s2.core"] = {
       sources = {
         "csrc/s2_buf.c", "csrc/s2_json.c", "csrc/s2_error.c", "csrc/s2_proto.c", "csrc/s2_frame.c",
-        "csrc/s2_endpoint.c", "csrc/s2_http.c", "csrc/s2_session.c", "csrc/s2_producer.c", "csrc/s2_reader.c", "csrc/s2_sse.c", "csrc/s2_sse_parse.c",
+        "csrc/s2_endpoint.c", "csrc/s2_http.c", "csrc/s2_retry.c", "csrc/s2_session.c", "csrc/s2_producer.c", "csrc/s2_reader.c", "csrc/s2_sse.c", "csrc/s2_sse_parse.c",
         "csrc/s2_runtime.c",
         "csrc/s2_call.c",
         "csrc/s2_notice.c",
