@@ -47,6 +47,8 @@ typedef struct curl_sock {
     s2_calls *d;
     curl_socket_t fd;
     uint32_t events;
+    bool dead;             /* curl let go of it: events still queued for it are dropped */
+    struct curl_sock *next_dead;
 } curl_sock;
 
 struct s2_calls {
@@ -59,6 +61,9 @@ struct s2_calls {
     double timer_at;   /* I/O: curl's timer, 0: none */
     CURL *pool[EASY_POOL];
     size_t npool;
+    /* I/O: sockets curl removed. Freed only between epoll batches: a batch may still hold
+     * events that point at them. */
+    curl_sock *dead;
 };
 
 /* ---- lists (I/O) ----------------------------------------------------------------------------- */
@@ -300,6 +305,7 @@ static void collect_done(s2_calls *d) {
 
 static void on_sock_events(s2_io_watch *w, uint32_t events) {
     curl_sock *s = (curl_sock *)w;
+    if (s->dead) return;
     int mask = 0;
     if (events & EPOLLIN) mask |= CURL_CSELECT_IN;
     if (events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
@@ -318,7 +324,9 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
     if (what == CURL_POLL_REMOVE) {
         if (s) {
             s2_runtime_watch(d->rt, EPOLL_CTL_DEL, fd, 0, NULL);
-            free(s);
+            s->dead = true;
+            s->next_dead = d->dead;
+            d->dead = s;
             curl_multi_assign(d->multi, fd, NULL);
         }
         return 0;
@@ -349,6 +357,14 @@ static int on_timer(CURLM *m, long timeout_ms, void *userp) {
     return 0;
 }
 
+static void bury_dead(s2_calls *d) {
+    while (d->dead) {
+        curl_sock *s = d->dead;
+        d->dead = s->next_dead;
+        free(s);
+    }
+}
+
 s2_calls *s2_calls_new(s2_runtime *rt, s2_error *err) {
     if (s2_http_global_init(err) != 0) return NULL;
     s2_calls *d = calloc(1, sizeof *d);
@@ -362,7 +378,10 @@ s2_calls *s2_calls_new(s2_runtime *rt, s2_error *err) {
     curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
     curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
-    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, 64L);
+    /* A burst of calls shares a bounded pool of keep-alive connections (HTTP/1.1 needs one
+     * per call in flight): more would be opened and closed again with every burst. */
+    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, 128L);
+    curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 128L);
     return d;
 }
 
@@ -370,6 +389,7 @@ void s2_calls_free(s2_calls *d) {
     if (!d) return;
     /* s2_calls_abort ran (or nothing was ever started): no transfer is left. */
     curl_multi_cleanup(d->multi);
+    bury_dead(d);
     for (size_t i = 0; i < d->npool; i++) curl_easy_cleanup(d->pool[i]);
     free(d);
 }
@@ -394,6 +414,7 @@ static void drop_abandoned(s2_calls *d, s2_call **list, bool in_multi) {
 }
 
 void s2_calls_service(s2_calls *d) {
+    bury_dead(d); /* the loop is between epoll batches here */
     s2_runtime_lock(d->rt);
     s2_call *q = d->queued_head;
     d->queued_head = d->queued_tail = NULL;
