@@ -13,8 +13,8 @@
  *   s2_retry.c     the retry rule (attempt budget, append policy, final error), the clock
  *   s2_runtime.c   the I/O thread: epoll loop, timers, HTTP/2 connections (nghttp2, TLS);
  *                  runs operations through their ops tables (s2_internal.h)
- *   s2_call.c      unary calls as operations of the I/O thread (libcurl multi)
  *   s2_notice.c    completions: eventfds and the notice socket (s2_wait.h)
+ *   s2_call.c      unary calls as an operation of the I/O thread (libcurl multi)
  *   s2_session.c   append sessions (HTTP/2 stream, or HTTP/1.1 worker), tickets
  *   s2_producer.c  the producer: owns an append session, hooks on it
  *   s2_reader.c    read sessions over HTTP/2
@@ -22,13 +22,14 @@
  *   lua_s2*.c      the Lua binding (s2.core), the only files that include lua.h: lua_s2.c
  *                  (module, error metatable, class registration), lua_s2_conv.c
  *                  (conversions, argument checks), lua_s2_codec.c (codec functions) and
- *                  one file per class: _client, _session, _producer, _ticket, _reader
+ *                  one file per class: _client, _session, _producer, _ticket, _reader, _call
  *
  * Dependencies point one way (scripts/check-layers.sh fails on a circle):
- *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- retry <- http
- *     <- runtime, notice, call <- { session <- producer ; reader <- sse } <- binding
- * Within the middle layer the runtime still drives unary calls and the notice socket by
- * name while they use it (the check's KNOWN list); sessions are ops behind a table.
+ *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- retry <- http, notice
+ *     <- runtime <- { call ; session <- producer ; reader <- sse } <- binding
+ * The runtime knows operations only through their ops tables (s2_internal.h): unary calls
+ * (one driver per client), append sessions (HTTP/2 or HTTP/1.1), read sessions (HTTP/2 or
+ * SSE). The notice socket sits below it: it is given the runtime's lock and epoll fd.
  *
  * Conventions (as in hiredis): functions that can fail return 0 on success and -1 on
  * failure, and fill a caller-provided s2_error. Nothing here allocates an error; an

@@ -19,6 +19,8 @@
 
 #define EASY_POOL 32 /* idle easy handles kept for reuse */
 
+typedef struct s2_calls s2_calls; /* the driver: one per runtime, an op of its loop */
+
 struct s2_call {
     s2_runtime *rt;
     s2_calls *d;
@@ -52,7 +54,9 @@ typedef struct curl_sock {
 } curl_sock;
 
 struct s2_calls {
+    s2_op op; /* first: the runtime runs the driver through its ops table */
     s2_runtime *rt;
+    bool aborted; /* I/O: the runtime stopped; the op is done */
     CURLM *multi;
     s2_call *queued_head, *queued_tail; /* under mu */
     size_t abandoned;                   /* under mu: abandoned calls not yet dropped */
@@ -82,6 +86,8 @@ static void list_remove(s2_call **head, s2_call *c) {
     c->prev = c->next = NULL;
 }
 
+static s2_calls *driver_locked(s2_runtime *rt, s2_error *err);
+
 /* ---- lifetime ------------------------------------------------------------------------------- */
 
 static void call_free(s2_call *c) {
@@ -105,7 +111,6 @@ static char *copy_into(char **at, const char *s) {
 
 s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
     if (s2_http_global_init(err) != 0) return NULL;
-    s2_calls *d = s2_runtime_calls(rt);
     s2_call *c = calloc(1, sizeof *c);
     const char *strs[] = {req->method, req->basin, req->path, req->content_type, req->accept,
                           req->request_token};
@@ -124,7 +129,6 @@ s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
         return NULL;
     }
     c->rt = rt;
-    c->d = d;
     s2_completion_init(&c->done);
     s2_buf_init(&c->resp.body);
     s2_buf_init(&c->attempt.url);
@@ -143,12 +147,13 @@ s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
     s2_runtime_ref(rt);
 
     s2_runtime_lock(rt);
-    if (s2_runtime_stopping(rt) || s2_runtime_start_locked(rt, err) != 0) {
-        if (s2_runtime_stopping(rt)) s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
+    s2_calls *d = driver_locked(rt, err);
+    if (!d) {
         s2_runtime_unlock(rt);
         call_free(c);
         return NULL;
     }
+    c->d = d;
     c->next = NULL;
     c->prev = d->queued_tail;
     if (d->queued_tail) d->queued_tail->next = c;
@@ -187,7 +192,7 @@ int s2_call_fd(s2_call *c) {
 
 uint64_t s2_call_notice(s2_call *c) {
     s2_runtime_lock(c->rt);
-    uint64_t id = s2_completion_arm_locked(c->rt, &c->done);
+    uint64_t id = s2_completion_arm_locked(s2_runtime_notices(c->rt), &c->done);
     s2_runtime_unlock(c->rt);
     return id;
 }
@@ -237,7 +242,7 @@ static void complete(s2_call *c, int rc, const s2_error *err) {
         c->state = S2_TICKET_FAILED;
         c->err = *err;
     }
-    s2_completion_set_locked(c->rt, &c->done);
+    s2_completion_set_locked(s2_runtime_notices(c->rt), &c->done);
     s2_runtime_broadcast(c->rt);
     bool last = --c->refs == 0;
     s2_runtime_unlock(c->rt);
@@ -365,8 +370,7 @@ static void bury_dead(s2_calls *d) {
     }
 }
 
-s2_calls *s2_calls_new(s2_runtime *rt, s2_error *err) {
-    if (s2_http_global_init(err) != 0) return NULL;
+static s2_calls *calls_new(s2_runtime *rt, s2_error *err) {
     s2_calls *d = calloc(1, sizeof *d);
     if (!d || !(d->multi = curl_multi_init())) {
         free(d);
@@ -385,7 +389,7 @@ s2_calls *s2_calls_new(s2_runtime *rt, s2_error *err) {
     return d;
 }
 
-void s2_calls_free(s2_calls *d) {
+static void calls_free(s2_calls *d) {
     if (!d) return;
     /* s2_calls_abort ran (or nothing was ever started): no transfer is left. */
     curl_multi_cleanup(d->multi);
@@ -413,7 +417,7 @@ static void drop_abandoned(s2_calls *d, s2_call **list, bool in_multi) {
     }
 }
 
-void s2_calls_service(s2_calls *d) {
+static void calls_service(s2_calls *d) {
     bury_dead(d); /* the loop is between epoll batches here */
     s2_runtime_lock(d->rt);
     s2_call *q = d->queued_head;
@@ -432,14 +436,14 @@ void s2_calls_service(s2_calls *d) {
     }
 }
 
-double s2_calls_next_deadline(s2_calls *d) {
+static double calls_next_deadline(s2_calls *d) {
     double next = d->timer_at;
     for (s2_call *c = d->retrying; c; c = c->next)
         if (!next || c->retry_at < next) next = c->retry_at;
     return next;
 }
 
-void s2_calls_check_timers(s2_calls *d, double now) {
+static void calls_check_timers(s2_calls *d, double now) {
     for (s2_call *c = d->retrying, *next; c; c = next) {
         next = c->next;
         if (c->retry_at > now) continue;
@@ -454,8 +458,8 @@ void s2_calls_check_timers(s2_calls *d, double now) {
     }
 }
 
-void s2_calls_abort(s2_calls *d, const s2_error *err) {
-    s2_calls_service(d); /* queued ones become active, so they fail the same way */
+static void calls_abort(s2_calls *d, const s2_error *err) {
+    calls_service(d); /* queued ones become active, so they fail the same way */
     while (d->active) {
         s2_call *c = d->active;
         list_remove(&d->active, c);
@@ -468,4 +472,58 @@ void s2_calls_abort(s2_calls *d, const s2_error *err) {
         list_remove(&d->retrying, c);
         complete(c, -1, err);
     }
+}
+
+/* ---- the driver as an operation of the runtime --------------------------------------------- */
+
+static void op_service(s2_op *op) { calls_service((s2_calls *)op); }
+static double op_next_deadline(s2_op *op) { return calls_next_deadline((s2_calls *)op); }
+static void op_check_timers(s2_op *op, double now) { calls_check_timers((s2_calls *)op, now); }
+
+static void op_abort(s2_op *op, const s2_error *err) {
+    s2_calls *d = (s2_calls *)op;
+    calls_abort(d, err);
+    d->aborted = true;
+}
+
+static bool op_done(s2_op *op) { return ((s2_calls *)op)->aborted; }
+
+static void op_free(s2_op *op) {
+    s2_calls *d = (s2_calls *)op;
+    s2_runtime_lock(d->rt);
+    *s2_runtime_unary_slot_locked(d->rt) = NULL;
+    s2_runtime_unlock(d->rt);
+    calls_free(d);
+}
+
+static const s2_op_ops unary_ops = {
+    .kind = "unary",
+    .service = op_service,
+    .next_deadline = op_next_deadline,
+    .check_timers = op_check_timers,
+    .abort = op_abort,
+    .done = op_done,
+    .free = op_free,
+};
+
+/* The runtime's driver, made and started with its first call; NULL, *err once it stopped.
+ * under mu */
+static s2_calls *driver_locked(s2_runtime *rt, s2_error *err) {
+    if (s2_runtime_stopping(rt)) {
+        s2_fail(err, S2_E_CLOSED, "closed", "the client is closed");
+        return NULL;
+    }
+    s2_op **slot = s2_runtime_unary_slot_locked(rt);
+    if (*slot) return (s2_calls *)*slot;
+    s2_calls *d = calls_new(rt, err);
+    if (!d) return NULL;
+    d->op.ops = &unary_ops;
+    d->op.rt = rt;
+    d->op.refs = 1; /* the runtime's list */
+    if (s2_runtime_start_op_locked(rt, &d->op, err) != 0) {
+        calls_free(d);
+        return NULL;
+    }
+    *slot = &d->op;
+    return d;
 }

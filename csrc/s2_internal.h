@@ -329,6 +329,9 @@ bool s2_runtime_http1(s2_runtime *rt);     /* with mu held: the server spoke no 
 /* Adds the operation to the runtime's list (starting the thread if needed): from now on
  * the I/O thread calls it through op->ops. */
 int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err);
+int s2_runtime_start_op_locked(s2_runtime *rt, s2_op *op, s2_error *err); /* under mu */
+/* Where the unary calls' driver (s2_call.c) keeps itself: the runtime only holds it. */
+s2_op **s2_runtime_unary_slot_locked(s2_runtime *rt);
 /* Opens a request stream for the op (ops->request says what) on a suitable connection, or
  * -1 (err) when it cannot start one now; returns 1 when a connection is still being set up
  * (the runtime calls ops->service again once it is ready). */

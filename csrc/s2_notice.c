@@ -43,13 +43,13 @@ static void ring(int fd) {
     (void)n; /* EAGAIN: readable already */
 }
 
-void s2_completion_set_locked(s2_runtime *rt, s2_completion *c) {
+void s2_completion_set_locked(s2_notices *n, s2_completion *c) {
     if (!c->ready) {
         c->ready = true;
         if (c->fd >= 0) ring(c->fd);
     }
     if (c->notice) {
-        s2_notices_post_locked(rt, s2_runtime_notices(rt), c->notice);
+        s2_notices_post_locked(n, c->notice);
         c->notice = 0;
     }
 }
@@ -72,13 +72,12 @@ int s2_completion_fd_locked(s2_completion *c) {
     return c->fd;
 }
 
-uint64_t s2_completion_arm_locked(s2_runtime *rt, s2_completion *c) {
-    s2_notices *n = s2_runtime_notices(rt);
+uint64_t s2_completion_arm_locked(s2_notices *n, s2_completion *c) {
     if (!n) return 0;
     if (!c->notice) c->notice = s2_notices_next_id_locked(n);
     uint64_t id = c->notice;
     if (c->ready) {
-        s2_notices_post_locked(rt, n, id);
+        s2_notices_post_locked(n, id);
         c->notice = 0;
     }
     return id;
@@ -87,7 +86,8 @@ uint64_t s2_completion_arm_locked(s2_runtime *rt, s2_completion *c) {
 /* ---- the notice socket ----------------------------------------------------------------------- */
 
 struct s2_notices {
-    s2_runtime *rt;
+    pthread_mutex_t *mu; /* the runtime's: guards every field marked under mu */
+    int epfd;            /* the I/O thread's loop, which accepts and flushes */
     s2_io_watch listen_watch, peer_watch;
     int listen_fd, peer_fd;  /* under mu */
     bool peer_wants_out;     /* under mu: EPOLLOUT asked for (out holds bytes) */
@@ -100,9 +100,16 @@ struct s2_notices {
     double last_post; /* under mu: when a notice last went out (heartbeats) */
 };
 
-s2_notices *s2_notices_new(void) {
+static void on_listen(s2_io_watch *w, uint32_t events);
+static void on_peer(s2_io_watch *w, uint32_t events);
+
+s2_notices *s2_notices_new(pthread_mutex_t *mu, int epfd) {
     s2_notices *n = calloc(1, sizeof *n);
     if (!n) return NULL;
+    n->mu = mu;
+    n->epfd = epfd;
+    n->listen_watch.on_events = on_listen;
+    n->peer_watch.on_events = on_peer;
     n->listen_fd = n->peer_fd = -1;
     s2_buf_init(&n->out);
     return n;
@@ -122,9 +129,14 @@ uint64_t s2_notices_next_id_locked(s2_notices *n) {
     return ++n->next_id;
 }
 
+static void watch(s2_notices *n, int op, int fd, uint32_t events, s2_io_watch *w) {
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    epoll_ctl(n->epfd, op, fd, &ev);
+}
+
 static void peer_close(s2_notices *n) {
     if (n->peer_fd < 0) return;
-    s2_runtime_watch(n->rt, EPOLL_CTL_DEL, n->peer_fd, 0, NULL);
+    watch(n, EPOLL_CTL_DEL, n->peer_fd, 0, NULL);
     close(n->peer_fd);
     n->peer_fd = -1;
     n->peer_wants_out = false;
@@ -133,7 +145,7 @@ static void peer_close(s2_notices *n) {
 void s2_notices_stop_locked(s2_notices *n) {
     peer_close(n);
     if (n->listen_fd >= 0) {
-        s2_runtime_watch(n->rt, EPOLL_CTL_DEL, n->listen_fd, 0, NULL);
+        watch(n, EPOLL_CTL_DEL, n->listen_fd, 0, NULL);
         close(n->listen_fd);
         n->listen_fd = -1;
     }
@@ -160,14 +172,13 @@ static void flush_out(s2_notices *n) {
     if (n->out_off == n->out.len) n->out.len = n->out_off = 0;
     bool want = n->peer_fd >= 0 && n->out_off < n->out.len;
     if (n->peer_fd >= 0 && want != n->peer_wants_out) {
-        s2_runtime_watch(n->rt, EPOLL_CTL_MOD, n->peer_fd, EPOLLIN | (want ? EPOLLOUT : 0),
+        watch(n, EPOLL_CTL_MOD, n->peer_fd, EPOLLIN | (want ? EPOLLOUT : 0),
                          &n->peer_watch);
         n->peer_wants_out = want;
     }
 }
 
-void s2_notices_post_locked(s2_runtime *rt, s2_notices *n, uint64_t id) {
-    (void)rt;
+void s2_notices_post_locked(s2_notices *n, uint64_t id) {
     if (n->out.len - n->out_off + NOTICE_LEN > NOTICE_BUFFER_MAX) return;
     if (n->out_off > 0 && n->out_off == n->out.len) n->out.len = n->out_off = 0;
     char text[NOTICE_LEN + 1];
@@ -177,12 +188,11 @@ void s2_notices_post_locked(s2_runtime *rt, s2_notices *n, uint64_t id) {
     flush_out(n);
 }
 
-void s2_notices_tick_locked(s2_runtime *rt, s2_notices *n, double now) {
-    if (n->peer_fd >= 0 && now - n->last_post >= 1.0) s2_notices_post_locked(rt, n, 0);
+void s2_notices_tick_locked(s2_notices *n, double now) {
+    if (n->peer_fd >= 0 && now - n->last_post >= 1.0) s2_notices_post_locked(n, 0);
 }
 
-uint64_t s2_notices_arm_progress_locked(s2_runtime *rt, s2_notices *n) {
-    (void)rt;
+uint64_t s2_notices_arm_progress_locked(s2_notices *n) {
     if (n->nprogress == n->progress_cap) {
         size_t cap = n->progress_cap ? n->progress_cap * 2 : 16;
         uint64_t *p = realloc(n->progress, cap * sizeof *p);
@@ -195,16 +205,16 @@ uint64_t s2_notices_arm_progress_locked(s2_runtime *rt, s2_notices *n) {
     return id;
 }
 
-void s2_notices_progress_locked(s2_runtime *rt, s2_notices *n) {
+void s2_notices_progress_locked(s2_notices *n) {
     size_t k = n->nprogress;
     n->nprogress = 0;
-    for (size_t i = 0; i < k; i++) s2_notices_post_locked(rt, n, n->progress[i]);
+    for (size_t i = 0; i < k; i++) s2_notices_post_locked(n, n->progress[i]);
 }
 
 /* I/O thread: the peer wrote (it never should: drained and ignored) or closed, or has room. */
 static void on_peer(s2_io_watch *w, uint32_t events) {
     s2_notices *n = (s2_notices *)((char *)w - offsetof(s2_notices, peer_watch));
-    s2_runtime_lock(n->rt);
+    pthread_mutex_lock(n->mu);
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         char junk[256];
         ssize_t r = recv(n->peer_fd, junk, sizeof junk, MSG_DONTWAIT);
@@ -212,14 +222,14 @@ static void on_peer(s2_io_watch *w, uint32_t events) {
             peer_close(n);
     }
     if (n->peer_fd >= 0 && (events & EPOLLOUT)) flush_out(n);
-    s2_runtime_unlock(n->rt);
+    pthread_mutex_unlock(n->mu);
 }
 
 /* I/O thread: a dispatcher connects. Only this user's processes may. */
 static void on_listen(s2_io_watch *w, uint32_t events) {
     (void)events;
     s2_notices *n = (s2_notices *)((char *)w - offsetof(s2_notices, listen_watch));
-    s2_runtime_lock(n->rt);
+    pthread_mutex_lock(n->mu);
     for (;;) {
         int fd = accept4(n->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) break;
@@ -231,25 +241,20 @@ static void on_listen(s2_io_watch *w, uint32_t events) {
         }
         peer_close(n);
         n->peer_fd = fd;
-        s2_runtime_watch(n->rt, EPOLL_CTL_ADD, fd, EPOLLIN, &n->peer_watch);
+        watch(n, EPOLL_CTL_ADD, fd, EPOLLIN, &n->peer_watch);
         flush_out(n);
     }
-    s2_runtime_unlock(n->rt);
+    pthread_mutex_unlock(n->mu);
 }
 
-int s2_notices_path_locked(s2_runtime *rt, s2_notices *n, char *out, size_t cap,
-                           s2_error *err) {
+int s2_notices_path_locked(s2_notices *n, char *out, size_t cap, s2_error *err) {
     if (n->listen_fd < 0) {
-        n->rt = rt;
-        n->listen_watch.on_events = on_listen;
-        n->peer_watch.on_events = on_peer;
-        if (s2_runtime_start_locked(rt, err) != 0) return -1;
         const char *dir = getenv("TMPDIR");
         if (!dir || !*dir || strlen(dir) > 60) dir = "/tmp";
         static atomic_uint seq;
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s/s2-notice-%d-%u.sock", dir,
-                 s2_process_id(), atomic_fetch_add(&seq, 1));
+                 (int)getpid(), atomic_fetch_add(&seq, 1));
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return s2_fail(err, S2_E_CONNECTION, "connection_failed", "notice socket: %s",
@@ -266,7 +271,7 @@ int s2_notices_path_locked(s2_runtime *rt, s2_notices *n, char *out, size_t cap,
         }
         n->listen_fd = fd;
         memcpy(n->path, sa.sun_path, sizeof n->path);
-        s2_runtime_watch(rt, EPOLL_CTL_ADD, fd, EPOLLIN, &n->listen_watch);
+        watch(n, EPOLL_CTL_ADD, fd, EPOLLIN, &n->listen_watch);
     }
     if (strlen(n->path) + 1 > cap)
         return s2_fail(err, S2_E_INVALID, "invalid", "notice path buffer too small");

@@ -177,12 +177,12 @@ static bool reader_has_news(const s2_read_session *s) {
 }
 
 void s2_reader_signal_locked(s2_read_session *s) {
-    if (reader_has_news(s)) s2_completion_set_locked(s->op.rt, &s->readable);
+    if (reader_has_news(s)) s2_completion_set_locked(s2_runtime_notices(s->op.rt), &s->readable);
 }
 
 /* The completion as the state is now (a drained queue leaves it set). under mu */
 static void sync_readable(s2_read_session *s) {
-    if (reader_has_news(s)) s2_completion_set_locked(s->op.rt, &s->readable);
+    if (reader_has_news(s)) s2_completion_set_locked(s2_runtime_notices(s->op.rt), &s->readable);
     else s2_completion_clear_locked(&s->readable);
 }
 
@@ -197,7 +197,7 @@ int s2_read_session_fd(s2_read_session *s) {
 uint64_t s2_read_session_notice(s2_read_session *s) {
     s2_runtime_lock(s->op.rt);
     sync_readable(s);
-    uint64_t id = s2_completion_arm_locked(s->op.rt, &s->readable);
+    uint64_t id = s2_completion_arm_locked(s2_runtime_notices(s->op.rt), &s->readable);
     s2_runtime_unlock(s->op.rt);
     return id;
 }

@@ -123,7 +123,7 @@ struct s2_runtime {
     s2_runtime *live_next;
 
     pthread_t thread; /* set once, when started */
-    s2_calls *calls;     /* unary calls: queued under mu, driven on the I/O thread */
+    s2_op *unary;        /* under mu: the unary calls' driver (s2_call.c), an op like any */
     s2_notices *notices; /* under mu: the notice socket (OpenResty), made on request */
 
     /* I/O */
@@ -139,7 +139,7 @@ void s2_runtime_unlock(s2_runtime *rt) { pthread_mutex_unlock(&rt->mu); }
 void s2_runtime_broadcast(s2_runtime *rt) {
     pthread_cond_broadcast(&rt->cond);
     rt->progress++;
-    if (rt->notices) s2_notices_progress_locked(rt, rt->notices);
+    if (rt->notices) s2_notices_progress_locked(rt->notices);
     if (rt->progress_fd >= 0) {
         uint64_t one = 1;
         ssize_t n = write(rt->progress_fd, &one, sizeof one);
@@ -274,11 +274,7 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
-    if (!(rt->calls = s2_calls_new(rt, err))) {
-        s2_runtime_free(rt);
-        return NULL;
-    }
-    if (!(rt->notices = s2_notices_new())) {
+    if (!(rt->notices = s2_notices_new(&rt->mu, rt->epfd))) {
         s2_runtime_free(rt);
         goto nomem_freed;
     }
@@ -316,34 +312,37 @@ int s2_runtime_watch(s2_runtime *rt, int op, int fd, uint32_t events, s2_io_watc
     return epoll_ctl(rt->epfd, op, fd, &ev);
 }
 
-s2_calls *s2_runtime_calls(s2_runtime *rt) { return rt->calls; }
+s2_op **s2_runtime_unary_slot_locked(s2_runtime *rt) { return &rt->unary; }
 s2_notices *s2_runtime_notices(s2_runtime *rt) { return rt->notices; }
 
 int s2_runtime_notice_path(s2_runtime *rt, char *out, size_t cap, s2_error *err) {
     s2_runtime_lock(rt);
-    int rc = s2_notices_path_locked(rt, rt->notices, out, cap, err);
+    int rc = s2_runtime_start_locked(rt, err); /* the I/O thread serves the socket */
+    if (rc == 0) rc = s2_notices_path_locked(rt->notices, out, cap, err);
     s2_runtime_unlock(rt);
     return rc;
 }
 
 uint64_t s2_runtime_progress_notice(s2_runtime *rt) {
     s2_runtime_lock(rt);
-    uint64_t id = s2_notices_arm_progress_locked(rt, rt->notices);
+    uint64_t id = s2_notices_arm_progress_locked(rt->notices);
     s2_runtime_unlock(rt);
     return id;
 }
 
-int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err) {
-    s2_runtime_lock(rt);
-    if (s2_runtime_start_locked(rt, err) != 0) {
-        s2_runtime_unlock(rt);
-        return -1;
-    }
+int s2_runtime_start_op_locked(s2_runtime *rt, s2_op *op, s2_error *err) {
+    if (s2_runtime_start_locked(rt, err) != 0) return -1;
     op->next = rt->ops;
     rt->ops = op;
-    s2_runtime_unlock(rt);
-    s2_runtime_wake(rt);
     return 0;
+}
+
+int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err) {
+    s2_runtime_lock(rt);
+    int rc = s2_runtime_start_op_locked(rt, op, err);
+    s2_runtime_unlock(rt);
+    if (rc == 0) s2_runtime_wake(rt);
+    return rc;
 }
 
 void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out) {
@@ -417,7 +416,6 @@ void s2_runtime_unref(s2_runtime *rt) {
     if (rt->wakefd >= 0) close(rt->wakefd);
     if (rt->progress_fd >= 0) close(rt->progress_fd);
     if (rt->ssl_ctx) SSL_CTX_free(rt->ssl_ctx);
-    s2_calls_free(rt->calls);
     s2_notices_free(rt->notices);
     pthread_mutex_destroy(&rt->mu);
     pthread_cond_destroy(&rt->cond);
@@ -1330,9 +1328,8 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
 }
 
 static void run_timers(s2_runtime *rt, double now) {
-    s2_calls_check_timers(rt->calls, now);
     s2_runtime_lock(rt);
-    s2_notices_tick_locked(rt, rt->notices, now);
+    s2_notices_tick_locked(rt->notices, now);
     s2_runtime_unlock(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
     for (s2_op *op = op_list(rt); op; op = op->next)
@@ -1341,8 +1338,6 @@ static void run_timers(s2_runtime *rt, double now) {
 
 static int next_timeout_ms(s2_runtime *rt, double now) {
     double next = now + 1.0; /* wake at least once a second */
-    double calls_next = s2_calls_next_deadline(rt->calls);
-    if (calls_next && calls_next < next) next = calls_next;
     for (s2_conn *c = rt->conns; c; c = c->next) {
         double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
         if (d && d < next) next = d;
@@ -1364,7 +1359,6 @@ static void *io_main(void *arg) {
         s2_runtime_unlock(rt);
         if (stopping) break;
 
-        s2_calls_service(rt->calls);
         for (s2_op *op = op_list(rt); op; op = op->next)
             if (op->ops->service) op->ops->service(op);
         for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
@@ -1398,7 +1392,6 @@ static void *io_main(void *arg) {
     s2_runtime_unlock(rt);
     /* Then everything outstanding fails with "closed" (reported on stderr for sessions whose
      * tickets nobody can see). */
-    s2_calls_abort(rt->calls, &closed);
     /* Before io_done: whoever waits for the stop must find every session failed, and the
      * tickets' notices must go out before the socket closes. */
     for (s2_op *op = op_list(rt); op; op = op->next) op->ops->abort(op, &closed);

@@ -63,7 +63,7 @@ s2_ticket_state s2_ticket_wait(s2_ticket *t, double timeout) {
 
 /* Rings the ticket's fd and posts its notice, if anyone asked. under mu */
 static void ticket_signal(s2_ticket *t) {
-    s2_completion_set_locked(t->rt, &t->done);
+    s2_completion_set_locked(s2_runtime_notices(t->rt), &t->done);
 }
 
 /* under mu */
@@ -99,7 +99,7 @@ int s2_ticket_fd(s2_ticket *t) {
 
 uint64_t s2_ticket_notice(s2_ticket *t) {
     s2_runtime_lock(t->rt);
-    uint64_t id = s2_completion_arm_locked(t->rt, &t->done);
+    uint64_t id = s2_completion_arm_locked(s2_runtime_notices(t->rt), &t->done);
     s2_runtime_unlock(t->rt);
     return id;
 }

@@ -37,16 +37,4 @@ void s2_http_attempt_cleanup(CURL *c, s2_http_attempt *a);
 bool s2_http_should_retry(const s2_config *cfg, const s2_request *req, unsigned attempts,
                           const s2_error *err);
 
-/* ---- the runtime's unary calls (s2_call.c); I/O thread unless said otherwise ---- */
-typedef struct s2_calls s2_calls; /* also named in s2_wait.h */
-
-s2_calls *s2_calls_new(s2_runtime *rt, s2_error *err); /* any thread, before the I/O thread */
-void s2_calls_free(s2_calls *d);                        /* after the I/O thread ended */
-/* Starts queued calls, drops abandoned ones. */
-void s2_calls_service(s2_calls *d);
-double s2_calls_next_deadline(s2_calls *d); /* 0: none */
-void s2_calls_check_timers(s2_calls *d, double now);
-/* The runtime stops: every call fails with err. */
-void s2_calls_abort(s2_calls *d, const s2_error *err);
-
 #endif /* S2_UNARY_H */

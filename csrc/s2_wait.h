@@ -15,9 +15,12 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "s2.h"
+
+typedef struct s2_notices s2_notices; /* the notice socket, below */
 
 typedef struct s2_completion {
     bool ready;      /* under mu */
@@ -30,39 +33,39 @@ void s2_completion_init(s2_completion *c);
 void s2_completion_free(s2_completion *c);
 /* Sets it: rings the fd, posts the armed notice. The caller broadcasts the runtime's cond
  * (once for many: an ack resolves several tickets). under mu */
-void s2_completion_set_locked(s2_runtime *rt, s2_completion *c);
+void s2_completion_set_locked(s2_notices *n, s2_completion *c);
 /* Not ready any more (a reader whose buffer ran dry): drains the fd. under mu */
 void s2_completion_clear_locked(s2_completion *c);
 /* The eventfd (made now if needed), or -1 when none can be made. under mu */
 int s2_completion_fd_locked(s2_completion *c);
 /* Arms a notice and returns its id; posts it at once when already set. 0: no notice socket
  * could be made. under mu */
-uint64_t s2_completion_arm_locked(s2_runtime *rt, s2_completion *c);
+uint64_t s2_completion_arm_locked(s2_notices *n, s2_completion *c);
 
 /* ---- the notice socket (s2_notice.c) ------------------------------------------------------
  * Each notice on the wire is the id as 16 lowercase hex digits. The socket file is made on
  * first use in $TMPDIR (or /tmp), mode 0600, only this uid's peers are accepted, and it is
  * removed when the runtime stops. A new peer replaces the old one (a dispatcher restarted);
  * notices posted while no peer is connected wait in a bounded buffer. */
-typedef struct s2_notices s2_notices;
 
-s2_notices *s2_notices_new(void);
+/* mu: the lock that guards the notices (the runtime's); epfd: the loop that serves them. */
+s2_notices *s2_notices_new(pthread_mutex_t *mu, int epfd);
 void s2_notices_free(s2_notices *n); /* closes and removes the socket */
 /* The socket's path into out (made and listening on first call). under mu */
-int s2_notices_path_locked(s2_runtime *rt, s2_notices *n, char *out, size_t cap,
+int s2_notices_path_locked(s2_notices *n, char *out, size_t cap,
                            s2_error *err);
 /* A heartbeat (id 0) after a second without notices, so the peer's reads time out only
  * when the runtime is gone. I/O thread, under mu */
-void s2_notices_tick_locked(s2_runtime *rt, s2_notices *n, double now);
+void s2_notices_tick_locked(s2_notices *n, double now);
 /* Closes the sockets and removes the file (the runtime stopped). under mu */
 void s2_notices_stop_locked(s2_notices *n);
 /* A fresh id, never 0. under mu */
 uint64_t s2_notices_next_id_locked(s2_notices *n);
-void s2_notices_post_locked(s2_runtime *rt, s2_notices *n, uint64_t id);
+void s2_notices_post_locked(s2_notices *n, uint64_t id);
 /* Ids armed for "the next progress" (capacity freed, a session ended: waits that are not
  * one completion) are posted all at once by s2_notices_progress_locked. under mu */
-uint64_t s2_notices_arm_progress_locked(s2_runtime *rt, s2_notices *n);
-void s2_notices_progress_locked(s2_runtime *rt, s2_notices *n);
+uint64_t s2_notices_arm_progress_locked(s2_notices *n);
+void s2_notices_progress_locked(s2_notices *n);
 
 /* ---- provided by the runtime (s2_runtime.c) ---- */
 
@@ -76,6 +79,5 @@ int s2_runtime_watch(s2_runtime *rt, int op, int fd, uint32_t events, s2_io_watc
 /* Starts the I/O thread if it is not running. under mu */
 int s2_runtime_start_locked(s2_runtime *rt, s2_error *err);
 s2_notices *s2_runtime_notices(s2_runtime *rt);
-struct s2_calls *s2_runtime_calls(s2_runtime *rt);
 
 #endif /* S2_WAIT_H */

@@ -11,10 +11,9 @@ set -euo pipefail
 objdir="${1:-build/obj}"
 shopt -s nullglob
 objs=("$objdir"/s2_*.o)
-# The runtime still drives unary calls (s2_calls_*) and the notice socket (s2_notices_*) by
-# name; both also call the runtime. To go: make them operations behind the ops table.
-KNOWN="s2_call s2_runtime
-s2_notice s2_runtime"
+# None left: unary calls are an operation behind the ops table, and the notice socket sits
+# below the runtime.
+KNOWN=""
 if [ ${#objs[@]} -eq 0 ]; then
   echo "check-layers: no object files in $objdir (build first)" >&2
   exit 2
