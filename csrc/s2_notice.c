@@ -98,6 +98,7 @@ struct s2_notices {
     uint64_t *progress;      /* under mu: ids armed for the next progress */
     size_t nprogress, progress_cap;
     double last_post; /* under mu: when a notice last went out (heartbeats) */
+    double listen_paused_until; /* under mu: accept failed (no fd left): not watched till then */
 };
 
 static void on_listen(s2_io_watch *w, uint32_t events);
@@ -189,6 +190,10 @@ void s2_notices_post_locked(s2_notices *n, uint64_t id) {
 }
 
 void s2_notices_tick_locked(s2_notices *n, double now) {
+    if (n->listen_paused_until > 0 && now >= n->listen_paused_until && n->listen_fd >= 0) {
+        n->listen_paused_until = 0;
+        watch(n, EPOLL_CTL_MOD, n->listen_fd, EPOLLIN, &n->listen_watch);
+    }
     if (n->peer_fd >= 0 && now - n->last_post >= 1.0) s2_notices_post_locked(n, 0);
 }
 
@@ -232,6 +237,14 @@ static void on_listen(s2_io_watch *w, uint32_t events) {
     pthread_mutex_lock(n->mu);
     for (;;) {
         int fd = accept4(n->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && errno == EINTR) continue;
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            /* The connection stays queued and the socket readable: watched, it would spin
+             * the I/O thread. Looked at again from the tick (at most a second later). */
+            watch(n, EPOLL_CTL_MOD, n->listen_fd, 0, &n->listen_watch);
+            n->listen_paused_until = s2_now() + 0.1;
+            break;
+        }
         if (fd < 0) break;
         struct ucred cred;
         socklen_t len = sizeof cred;

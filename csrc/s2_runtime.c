@@ -180,6 +180,7 @@ static void refresh_pid(void) { atomic_store(&cached_pid, (int)getpid()); }
  * child starts with an empty list (those runtimes are the parent's). */
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
 static s2_runtime *live_head;
+static bool live_exiting; /* under live_mu: drain_at_exit runs (runtimes are left alone) */
 static void live_lock(void) { pthread_mutex_lock(&live_mu); }
 static void live_unlock(void) { pthread_mutex_unlock(&live_mu); }
 static void live_reset(void) {
@@ -545,7 +546,14 @@ static void free_orphan(s2_runtime *rt) {
     s2_runtime_lock(rt);
     bool orphan = rt->orphaned;
     s2_runtime_unlock(rt);
-    if (!orphan || pthread_mutex_trylock(&live_mu) != 0) return;
+    if (!orphan) return;
+    /* A lock, not a trylock: the list is also held briefly by runtimes being made, freed or
+     * ending like this one, and losing that race leaked the runtime. */
+    live_lock();
+    if (live_exiting) {
+        live_unlock();
+        return;
+    }
     for (s2_runtime **pp = &live_head; *pp; pp = &(*pp)->live_next)
         if (*pp == rt) {
             *pp = rt->live_next;
@@ -560,6 +568,7 @@ static void free_orphan(s2_runtime *rt) {
  * throughout so that no other thread frees one meanwhile. */
 static void drain_at_exit(void) {
     live_lock();
+    live_exiting = true;
     for (s2_runtime *rt = live_head; rt; rt = rt->live_next) {
         if (!s2_runtime_owned(rt)) continue;
         s2_runtime_drain(rt, "the process exited");
