@@ -382,10 +382,11 @@ static s2_calls *calls_new(s2_runtime *rt, s2_error *err) {
     curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
     curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
-    /* A burst of calls shares a bounded pool of keep-alive connections (HTTP/1.1 needs one
-     * per call in flight): more would be opened and closed again with every burst. */
-    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, 128L);
-    curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 128L);
+    /* HTTP/1.1 (plain endpoints) needs a connection per call in flight: keep up to 512
+     * alive so a burst reuses them instead of opening and closing one per call, and queue
+     * calls beyond that (HTTP/2 multiplexes them on one connection anyway). */
+    curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, 512L);
+    curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 512L);
     return d;
 }
 
