@@ -15,6 +15,7 @@
  * flags; nghttp2 and the sockets are touched by the I/O thread alone. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1345,7 +1347,8 @@ static void run_timers(s2_runtime *rt, double now) {
         if (op->ops->check_timers) op->ops->check_timers(op, now);
 }
 
-static int next_timeout_ms(s2_runtime *rt, double now) {
+/* Seconds until the earliest deadline of a connection or an operation (at most 1). */
+static double next_wait(s2_runtime *rt, double now) {
     double next = now + 1.0; /* wake at least once a second */
     for (s2_conn *c = rt->conns; c; c = c->next) {
         double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
@@ -1355,8 +1358,22 @@ static int next_timeout_ms(s2_runtime *rt, double now) {
         double d = op->ops->next_deadline ? op->ops->next_deadline(op) : 0;
         if (d && d < next) next = d;
     }
-    double ms = (next - now) * 1000.0;
-    return ms <= 0 ? 0 : (int)ms + 1;
+    return next > now ? next - now : 0;
+}
+
+/* epoll_wait to the microsecond: a producer's linger of 5 ms must not become 6 (whole
+ * milliseconds, rounded up so as not to wake early, add up to 1 ms to every timer). */
+static int wait_events(s2_runtime *rt, struct epoll_event *events, int max, double wait) {
+#ifdef SYS_epoll_pwait2
+    static atomic_int no_pwait2;
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        int n = (int)syscall(SYS_epoll_pwait2, rt->epfd, events, max, &ts, NULL, (size_t)8);
+        if (n >= 0 || errno != ENOSYS) return n;
+        atomic_store(&no_pwait2, 1);
+    }
+#endif
+    return epoll_wait(rt->epfd, events, max, (int)ceil(wait * 1000.0));
 }
 
 static void *io_main(void *arg) {
@@ -1374,7 +1391,7 @@ static void *io_main(void *arg) {
         reap_ops(rt);
         reap_conns(rt);
 
-        int n = epoll_wait(rt->epfd, events, 64, next_timeout_ms(rt, s2_now()));
+        int n = wait_events(rt, events, 64, next_wait(rt, s2_now()));
         for (int i = 0; i < n; i++) {
             if (!events[i].data.ptr) {
                 uint64_t v;
