@@ -574,11 +574,14 @@ s2_runtime *s2_read_session_runtime(const s2_read_session *s) {
 
 void s2_read_session_release(s2_read_session *s) {
     s2_read_session_close(s); /* buffered records are dropped */
-    s2_runtime_lock(s->op.rt);
+    s2_runtime *rt = s->op.rt;
+    s2_runtime_ref(rt); /* past the unlock the I/O thread may free s, and its runtime ref */
+    s2_runtime_lock(rt);
     bool last = --s->op.refs == 0;
-    s2_runtime_unlock(s->op.rt);
+    s2_runtime_unlock(rt);
     if (last) s2_reader_op_free(&s->op);
-    else s2_runtime_wake(s->op.rt);
+    else s2_runtime_wake(rt);
+    s2_runtime_unref(rt);
 }
 
 /* ---- the ops table ------------------------------------------------------------------------- */

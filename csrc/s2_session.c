@@ -496,6 +496,8 @@ void s2_append_session_stats(s2_append_session *s, s2_session_stats *out) {
 }
 
 void s2_append_session_release(s2_append_session *s) {
+    s2_runtime *rt = s->op.rt;
+    s2_runtime_ref(rt); /* past the unlock the I/O thread may free s, and its runtime ref */
     s2_runtime_lock(s->op.rt);
     s->released = true;
     s->report_loss = true; /* its tickets are gone with the handle */
@@ -504,9 +506,10 @@ void s2_append_session_release(s2_append_session *s) {
     s2_runtime_broadcast(s->op.rt);
     s->op.refs--;
     bool last = s->op.refs == 0;
-    s2_runtime_unlock(s->op.rt);
+    s2_runtime_unlock(rt);
     if (last) session_free(s);
-    else s2_runtime_wake(s->op.rt);
+    else s2_runtime_wake(rt);
+    s2_runtime_unref(rt);
 }
 
 static void session_free(s2_append_session *s) {
