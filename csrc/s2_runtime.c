@@ -1421,13 +1421,17 @@ static void *io_main(void *arg) {
     /* Before io_done: whoever waits for the stop must find every session failed, and the
      * tickets' notices must go out before the socket closes. */
     for (s2_op *op = op_list(rt); op; op = op->next) op->ops->abort(op, &closed);
+    /* The connections (TLS included) go before io_done too: at exit, the process tears
+     * OpenSSL down as soon as io_done is seen, and a detached (orphaned) thread still
+     * freeing an SSL then would race it. */
+    for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
+    reap_conns(rt);
+    OPENSSL_thread_stop(); /* its thread-local state, instead of at thread exit (likewise) */
     s2_runtime_lock(rt);
     rt->io_done = true;
     s2_runtime_broadcast(rt); /* progress notices go out before the socket closes */
     s2_notices_stop_locked(rt->notices);
     s2_runtime_unlock(rt);
-    for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
-    reap_conns(rt);
     reap_ops(rt);
     free_orphan(rt);
     return NULL;
