@@ -143,6 +143,7 @@ void s2_error_from_response(s2_error *err, int status, const uint8_t *body, size
                      "read start is beyond the tail (tail seq_num %llu)",
                      (unsigned long long)err->tail.seq_num);
     }
+    if (!err->code[0] && status == 501) snprintf(err->code, sizeof err->code, "not_implemented");
     if (!err->code[0]) snprintf(err->code, sizeof err->code, "http_%d", status);
     if (!err->message[0]) snprintf(err->message, sizeof err->message, "HTTP status %d", status);
     s2_error_classify(err);

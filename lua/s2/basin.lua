@@ -42,11 +42,21 @@ function Basin:ensure_stream(name, config)
   return self:_json("PUT", stream_path(name), config or {}, nil, true)
 end
 
-function Basin:delete_stream(name)
+function Basin:delete_stream(name, opts)
   util.check_string("basin:delete_stream", "name", name, 2)
+  local ignore = util.delete_ignores("basin:delete_stream", opts)
   local ok, err = self:_json("DELETE", stream_path(name))
-  if not ok then return nil, err end
+  if not ok and not (ignore and err.code == "stream_not_found") then return nil, err end
   return true
+end
+
+--- Every stream of the basin, page after page (see client:list_all_basins).
+function Basin:list_all_streams(opts)
+  local Client = require "s2.client"
+  local query, include_deleted = Client._check_list_all("basin:list_all_streams", opts)
+  return util.list_all(function(q)
+    return self:_json("GET", "/streams" .. util.query(q, Client.LIST_KEYS))
+  end, "streams", query, include_deleted)
 end
 
 function Basin:list_streams(opts)

@@ -162,10 +162,11 @@ function Client:ensure_basin(name, config)
   return self:_json("PUT", "/basins/" .. util.urlencode(name), { config = config }, nil, nil, true)
 end
 
-function Client:delete_basin(name)
+function Client:delete_basin(name, opts)
   util.check_basin_name("client:delete_basin", name, 2)
+  local ignore = util.delete_ignores("client:delete_basin", opts)
   local ok, err = self:_json("DELETE", "/basins/" .. util.urlencode(name))
-  if not ok then return nil, err end
+  if not ok and not (ignore and err.code == "basin_not_found") then return nil, err end
   return true
 end
 
@@ -187,6 +188,38 @@ Client._check_list = check_list
 function Client:list_basins(opts)
   opts = check_list("client:list_basins", util.check_options("client:list_basins", opts, LIST_OPTIONS, 2))
   return self:_json("GET", "/basins" .. util.query(opts, LIST_KEYS))
+end
+
+local LIST_ALL_OPTIONS = util.set { "prefix", "start_after", "limit", "include_deleted" }
+
+-- list_all options: those of list (limit is the page size and may exceed 1000: the server
+-- clamps it) and include_deleted.
+local function check_list_all(fname, opts)
+  opts = util.check_options(fname, opts, LIST_ALL_OPTIONS, 3)
+  for _, k in ipairs { "prefix", "start_after" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then
+      error(("%s: %s must be a string, got %s"):format(fname, k, type(opts[k])), 3)
+    end
+  end
+  if opts.limit ~= nil and (not util.is_integer(opts.limit) or opts.limit < 1) then
+    error(("%s: limit must be a positive integer, got %s"):format(fname, tostring(opts.limit)), 3)
+  end
+  if opts.include_deleted ~= nil and type(opts.include_deleted) ~= "boolean" then
+    error(("%s: include_deleted must be a boolean, got %s"):format(fname,
+      type(opts.include_deleted)), 3)
+  end
+  local query = { prefix = opts.prefix, start_after = opts.start_after, limit = opts.limit }
+  return query, opts.include_deleted == true
+end
+Client._check_list_all = check_list_all
+
+--- Every basin, page after page: for info in client:list_all_basins{...} do ... end.
+-- Basins being deleted are left out unless include_deleted. Failures are raised.
+function Client:list_all_basins(opts)
+  local query, include_deleted = check_list_all("client:list_all_basins", opts)
+  return util.list_all(function(q)
+    return self:_json("GET", "/basins" .. util.query(q, LIST_KEYS))
+  end, "basins", query, include_deleted)
 end
 
 function Client:get_basin_config(name)

@@ -56,6 +56,16 @@ function s2.trim(seq_num)
   return { headers = { { "", "trim" } }, body = u64be(seq_num) }
 end
 
+--- Whether a record (as reads return it, or as appended) is a command record (fence, trim):
+-- exactly one header, with an empty name.
+function s2.is_command_record(record)
+  if type(record) ~= "table" then
+    error(("s2.is_command_record: record must be a table, got %s"):format(type(record)), 2)
+  end
+  local h = record.headers
+  return type(h) == "table" and #h == 1 and type(h[1]) == "table" and h[1][1] == ""
+end
+
 --- Metered size of a record: 8 + 2 x headers + name, value and body lengths.
 function s2.metered_bytes(record)
   return core.metered_bytes(record)

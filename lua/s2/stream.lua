@@ -2,6 +2,11 @@
 local util = require "s2.util"
 local await = require "s2.await"
 
+local function is_command(r)
+  local h = r.headers
+  return h ~= nil and #h == 1 and h[1][1] == ""
+end
+
 local Stream = {}
 Stream.__index = Stream
 
@@ -12,6 +17,7 @@ end
 local APPEND_OPTIONS = util.set { "match_seq_num", "fencing_token" }
 local READ_OPTIONS = util.set {
   "seq_num", "timestamp", "tail_offset", "clamp", "count", "bytes", "until", "wait",
+  "ignore_command_records",
 }
 
 --- Appends one batch (1..1000 records, at most 1 MiB metered) atomically.
@@ -34,13 +40,25 @@ end
 --- One unary read. Returns { records = {...}, tail = } or nil, err.
 function Stream:read(opts)
   opts = util.check_options("stream:read", opts, READ_OPTIONS, 2)
+  local skip = opts.ignore_command_records
+  if skip ~= nil and type(skip) ~= "boolean" then
+    error(("stream:read: ignore_command_records must be a boolean, got %s"):format(type(skip)), 2)
+  end
   local can, cerr = await.can_wait()
   if not can then return nil, cerr end
   local ok, call, err = pcall(self.client.core.read, self.client.core, self.basin.name,
     self.name, opts)
   if not ok then error("stream:read: " .. tostring(call), 2) end
   if not call then return nil, err end
-  return await.call(call)
+  local batch, rerr = await.call(call)
+  if batch and skip then
+    local kept = {}
+    for _, r in ipairs(batch.records) do
+      if not is_command(r) then kept[#kept + 1] = r end
+    end
+    batch.records = kept
+  end
+  return batch, rerr
 end
 
 --- Opens an append session (see s2.session).

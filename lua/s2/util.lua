@@ -90,4 +90,50 @@ function M.json_encode(v)
   return cjson.encode(v)
 end
 
+--- Options of delete_basin / delete_stream: { ignore_not_found = bool }.
+function M.delete_ignores(fname, opts)
+  if opts == nil then return false end
+  if type(opts) ~= "table" then
+    error(("%s: opts must be a table, got %s"):format(fname, type(opts)), 3)
+  end
+  for k in pairs(opts) do
+    if k ~= "ignore_not_found" then
+      error(("%s: unknown option %q (known: ignore_not_found)"):format(fname, tostring(k)), 3)
+    end
+  end
+  local v = opts.ignore_not_found
+  if v ~= nil and type(v) ~= "boolean" then
+    error(("%s: ignore_not_found must be a boolean, got %s"):format(fname, type(v)), 3)
+  end
+  return v == true
+end
+
+--- An iterator over every item of a paged listing. list(opts) -> { <key> = items, has_more };
+-- each page starts after the last name seen. Items being deleted (deleted_at set, or state
+-- "deleting") are skipped
+-- unless include_deleted. A failure is raised (the error object): a for loop has no other way.
+function M.list_all(list, key, opts, include_deleted)
+  local page, i, done = nil, 0, false
+  local query = {}
+  for k, v in pairs(opts) do query[k] = v end
+  return function()
+    while true do
+      if page and i < #page then
+        i = i + 1
+        local item = page[i]
+        local deleting = item.deleted_at ~= nil or item.state == "deleting"
+        if include_deleted or not deleting then return item end
+      elseif done then
+        return nil
+      else
+        local resp, err = list(query)
+        if not resp then error(err, 2) end
+        page, i = resp[key] or {}, 0
+        done = not resp.has_more or #page == 0
+        if #page > 0 then query.start_after = page[#page].name end
+      end
+    end
+  end
+end
+
 return M
