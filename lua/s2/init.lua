@@ -67,7 +67,12 @@ function s2.is_command_record(record)
 end
 
 --- Metered size of a record: 8 + 2 x headers + name, value and body lengths.
+-- A record as reads return it (seq_num, timestamp, headers, body) counts the same as the
+-- record appended: its position is not metered.
 function s2.metered_bytes(record)
+  if type(record) == "table" and record.seq_num ~= nil then
+    record = { body = record.body, headers = record.headers, timestamp = record.timestamp }
+  end
   return core.metered_bytes(record)
 end
 
