@@ -282,16 +282,23 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout,
     return 0;
 }
 
-int s2_producer_flush_start(s2_producer *p, s2_ticket **last, s2_error *err) {
-    s2_append_session *s = p->s;
+/* Seals the open batch and takes a reference to the last sealed batch's ticket (NULL when
+ * none was ever sealed); *failed with the producer's error once it failed. */
+static s2_ticket *seal_for_flush(s2_producer *p, bool *failed, s2_error *err) {
     s2_runtime_lock(p->rt);
     seal_locked(p);
     s2_ticket *t = p->last_ticket;
     if (t) s2_ticket_ref(t);
-    bool failed = s->state == S2_SESSION_FAILED;
-    if (failed) *err = s->failure;
+    *failed = p->s->state == S2_SESSION_FAILED;
+    if (*failed) *err = p->s->failure;
     s2_runtime_unlock(p->rt);
     s2_runtime_wake(p->rt);
+    return t;
+}
+
+int s2_producer_flush_start(s2_producer *p, s2_ticket **last, s2_error *err) {
+    bool failed;
+    s2_ticket *t = seal_for_flush(p, &failed, err);
     if (failed) {
         s2_ticket_unref(t);
         return -1;
@@ -301,15 +308,8 @@ int s2_producer_flush_start(s2_producer *p, s2_ticket **last, s2_error *err) {
 }
 
 int s2_producer_flush(s2_producer *p, double timeout, s2_error *err) {
-    s2_append_session *s = p->s;
-    s2_runtime_lock(p->rt);
-    seal_locked(p);
-    s2_ticket *t = p->last_ticket;
-    if (t) s2_ticket_ref(t);
-    bool failed = s->state == S2_SESSION_FAILED;
-    if (failed) *err = s->failure;
-    s2_runtime_unlock(p->rt);
-    s2_runtime_wake(p->rt);
+    bool failed;
+    s2_ticket *t = seal_for_flush(p, &failed, err);
     if (!t) return failed ? -1 : 0;
     /* Acks come in order and a failure fails everything after it: the last batch's ticket
      * settles when everything before it has. */

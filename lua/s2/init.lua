@@ -9,6 +9,7 @@
 local core = require "s2.core"
 local client = require "s2.client"
 local errors = require "s2.error"
+local util = require "s2.util"
 local await = require "s2.await" -- installs scheduler-aware ticket:ack()
 
 local s2 = {
@@ -62,8 +63,7 @@ function s2.is_command_record(record)
   if type(record) ~= "table" then
     error(("s2.is_command_record: record must be a table, got %s"):format(type(record)), 2)
   end
-  local h = record.headers
-  return type(h) == "table" and #h == 1 and type(h[1]) == "table" and h[1][1] == ""
+  return util.is_command_record(record)
 end
 
 --- Metered size of a record: 8 + 2 x headers + name, value and body lengths.

@@ -2,11 +2,6 @@
 local util = require "s2.util"
 local await = require "s2.await"
 
-local function is_command(r)
-  local h = r.headers
-  return h ~= nil and #h == 1 and h[1][1] == ""
-end
-
 local Stream = {}
 Stream.__index = Stream
 
@@ -54,7 +49,7 @@ function Stream:read(opts)
   if batch and skip then
     local kept = {}
     for _, r in ipairs(batch.records) do
-      if not is_command(r) then kept[#kept + 1] = r end
+      if not util.is_command_record(r) then kept[#kept + 1] = r end
     end
     batch.records = kept
   end

@@ -90,6 +90,12 @@ function M.json_encode(v)
   return cjson.encode(v)
 end
 
+--- A command record (fence, trim): exactly one header, with an empty name.
+function M.is_command_record(record)
+  local h = record.headers
+  return type(h) == "table" and #h == 1 and type(h[1]) == "table" and h[1][1] == ""
+end
+
 --- Options of delete_basin / delete_stream: { ignore_not_found = bool }.
 function M.delete_ignores(fname, opts)
   if opts == nil then return false end
