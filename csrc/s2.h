@@ -283,6 +283,9 @@ int s2_endpoint_url(const s2_endpoint *ep, const char *basin, const char *suffix
 /* Percent-encodes a path segment or query value (RFC 3986 unreserved kept). */
 int s2_buf_append_urlencoded(s2_buf *b, const uint8_t *s, size_t n);
 
+/* Appends "/streams/<encoded stream>/records" (a session's request path) to b. */
+int s2_stream_records_path(const char *stream, s2_buf *b);
+
 /* ---- Unary HTTP (s2_http.c) ---------------------------------------------------------------
  * One s2_http per client: it owns a curl handle whose connections are reused between calls.
  * Not thread-safe: one thread (the Lua state that owns the client) uses it at a time. */

@@ -104,3 +104,11 @@ int s2_endpoint_url(const s2_endpoint *ep, const char *basin, const char *suffix
     if (s2_buf_append_str(b, ep->path) != 0) return -1;
     return suffix ? s2_buf_append_str(b, suffix) : 0;
 }
+
+int s2_stream_records_path(const char *stream, s2_buf *b) {
+    if (s2_buf_append_str(b, "/streams/") != 0 ||
+        s2_buf_append_urlencoded(b, (const uint8_t *)stream, strlen(stream)) != 0 ||
+        s2_buf_append_str(b, "/records") != 0)
+        return -1;
+    return 0;
+}

@@ -35,10 +35,7 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
     s2_completion_init(&s->readable);
     s->ropts = *opts;
     s->basin = strdup(basin);
-    if (!s->basin || s2_buf_append_str(&path, "/streams/") != 0 ||
-        s2_buf_append_urlencoded(&path, (const uint8_t *)stream, strlen(stream)) != 0 ||
-        s2_buf_append_str(&path, "/records") != 0)
-        goto nomem;
+    if (!s->basin || s2_stream_records_path(stream, &path) != 0) goto nomem;
     s->path = (char *)path.data;
     s->op.basin = s->basin;
     s->op.refs = 2; /* the caller's handle and the runtime's list */

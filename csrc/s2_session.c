@@ -296,10 +296,7 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s->opts = *opts;
     s->basin = strdup(basin);
     s->stream = strdup(stream);
-    if (!s->basin || !s->stream || s2_buf_append_str(&path, "/streams/") != 0 ||
-        s2_buf_append_urlencoded(&path, (const uint8_t *)stream, strlen(stream)) != 0 ||
-        s2_buf_append_str(&path, "/records") != 0)
-        goto nomem;
+    if (!s->basin || !s->stream || s2_stream_records_path(stream, &path) != 0) goto nomem;
     s->path = (char *)path.data;
     s->op.basin = s->basin;
     s->op.refs = 2; /* the caller's handle and the runtime's list */
