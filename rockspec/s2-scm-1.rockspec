@@ -46,6 +46,7 @@ build = {
     ["s2.error"] = "lua/s2/error.lua",
     ["s2.util"] = "lua/s2/util.lua",
     ["s2.client"] = "lua/s2/client.lua",
+    ["s2.account"] = "lua/s2/account.lua",
     ["s2.basin"] = "lua/s2/basin.lua",
     ["s2.stream"] = "lua/s2/stream.lua",
     ["s2.session"] = "lua/s2/session.lua",

@@ -208,6 +208,108 @@ end
 case("client:list_basins{ prefix = 42 }", function() return client():list_basins { prefix = 42 } end,
   { "prefix" })
 
+-- client account methods: access tokens, metrics, locations (lua/s2/account.lua)
+case("client:issue_access_token()", function() return client():issue_access_token() end,
+  { "options" })
+case("client:issue_access_token(42)", function() return client():issue_access_token(42) end,
+  { "options" })
+case("client:issue_access_token{ bogus = 1 }",
+  function() return client():issue_access_token { id = "x", scope = {}, bogus = 1 } end, { "bogus" })
+for _, v in ipairs(BAD_STRINGS) do
+  case("client:issue_access_token{ id = " .. v[1] .. " }",
+    function() return client():issue_access_token { id = v[2], scope = {} } end, { "id" })
+  case("client:revoke_access_token(" .. v[1] .. ")",
+    function() return client():revoke_access_token(v[2]) end, { "id" })
+end
+case("client:issue_access_token{ id = 97 bytes }",
+  function() return client():issue_access_token { id = ("i"):rep(97), scope = {} } end, { "id", "96" })
+case("client:revoke_access_token(97 bytes)",
+  function() return client():revoke_access_token(("i"):rep(97)) end, { "id", "96" })
+for _, v in ipairs {
+  { "nil", nil, "scope" }, { "42", 42, "scope" }, { "{ bogus = 1 }", { bogus = 1 }, "bogus" },
+  { "{ basins = \"x\" }", { basins = "x" }, "scope.basins" },
+  { "{ basins = {} }", { basins = {} }, "scope.basins" },
+  { "{ streams = { exact = 1 } }", { streams = { exact = 1 } }, "scope.streams.exact" },
+  { "{ op_groups = { stream = { read = 1 } } }", { op_groups = { stream = { read = 1 } } },
+    "scope.op_groups.stream.read" },
+  { "{ ops = { 1 } }", { ops = { 1 } }, "scope.ops[1]" },
+  { "{ ops = \"read\" }", { ops = "read" }, "scope.ops" },
+} do
+  case("client:issue_access_token{ scope = " .. v[1] .. " }",
+    function() return client():issue_access_token { id = "x", scope = v[2] } end, { v[3] })
+end
+for _, v in ipairs { { "-1", -1 }, { "1.5", 1.5 }, { "2^63", BIG }, { "NaN", NAN }, { "inf", INF },
+                     { "\"soon\"", "soon" }, { "a table", {} }, { "true", true } } do
+  case("client:issue_access_token{ expires_at = " .. v[1] .. " }",
+    function() return client():issue_access_token { id = "x", scope = {}, expires_at = v[2] } end,
+    { "expires_at" })
+end
+case("client:issue_access_token{ auto_prefix_streams = 1 }",
+  function() return client():issue_access_token { id = "x", scope = {}, auto_prefix_streams = 1 } end,
+  { "auto_prefix_streams" })
+case("client:list_access_tokens(42)", function() return client():list_access_tokens(42) end,
+  { "options" })
+case("client:list_access_tokens{ bogus = 1 }",
+  function() return client():list_access_tokens { bogus = 1 } end, { "bogus" })
+case("client:list_all_access_tokens{ include_deleted = true }",
+  function() return client():list_all_access_tokens { include_deleted = true } end,
+  { "include_deleted" })
+for _, v in ipairs { { "-1", -1 }, { "1001", 1001 }, { "1e308", 1e308 }, { "\"x\"", "x" } } do
+  case("client:list_access_tokens{ limit = " .. v[1] .. " }",
+    function() return client():list_access_tokens { limit = v[2] } end, { "limit" })
+end
+local METRICS = {
+  { "account_metrics", function(o) return client():account_metrics(o) end, "account-ops" },
+  { "basin_metrics", function(o) return client():basin_metrics("bad-input-basin", o) end, "storage" },
+  { "stream_metrics", function(o) return client():stream_metrics("bad-input-basin", "s", o) end,
+    "storage" },
+}
+for _, m in ipairs(METRICS) do
+  local name, call, set = m[1], m[2], m[3]
+  case(("client:%s()"):format(name), function() return call(nil) end, { "options" })
+  case(("client:%s(42)"):format(name), function() return call(42) end, { "options" })
+  case(("client:%s{ bogus = 1 }"):format(name), function() return call { set = set, bogus = 1 } end,
+    { "bogus" })
+  for _, v in ipairs { { "nil", nil }, { "42", 42 }, { "\"nope\"", "nope" } } do
+    case(("client:%s{ set = %s }"):format(name, v[1]), function() return call { set = v[2] } end,
+      { "set" })
+  end
+  for _, key in ipairs { "start", "end" } do
+    for _, v in ipairs { { "2^32", 2 ^ 32 }, table.unpack(BAD_INTEGERS) } do
+      case(("client:%s{ %s = %s }"):format(name, key, v[1]),
+        function() return call { set = set, [key] = v[2] } end, { key })
+    end
+  end
+  case(("client:%s{ interval = \"week\" }"):format(name),
+    function() return call { set = set, interval = "week" } end, { "interval" })
+end
+case("client:account_metrics{ set = \"storage\" } (a basin set)",
+  function() return client():account_metrics { set = "storage" } end, { "set" })
+for _, v in ipairs(BAD_STRINGS) do
+  case("client:basin_metrics(" .. v[1] .. ")",
+    function() return client():basin_metrics(v[2], { set = "storage" }) end, { "name" })
+  case("client:stream_metrics(basin, " .. v[1] .. ")",
+    function() return client():stream_metrics("bad-input-basin", v[2], { set = "storage" }) end,
+    { "stream" })
+  case("client:set_default_location(" .. v[1] .. ")",
+    function() return client():set_default_location(v[2]) end, { "name" })
+end
+for _, v in ipairs { { "\"a b\"", "a b" }, { "65 chars", ("l"):rep(65) }, { "\"x/y\"", "x/y" } } do
+  case("client:set_default_location(" .. v[1] .. ")",
+    function() return client():set_default_location(v[2]) end, { "name" })
+end
+for _, m in ipairs { "create_basin", "ensure_basin" } do
+  case(("client:%s(name, nil, 42)"):format(m),
+    function() return client()[m](client(), "bad-input-x", nil, 42) end, { "options" })
+  case(("client:%s(name, nil, { bogus = 1 })"):format(m),
+    function() return client()[m](client(), "bad-input-x", nil, { bogus = 1 }) end, { "bogus" })
+  for _, v in ipairs { { "42", 42 }, { "an empty string", "" }, { "\"a b\"", "a b" } } do
+    case(("client:%s(name, nil, { location = %s })"):format(m, v[1]),
+      function() return client()[m](client(), "bad-input-x", nil, { location = v[2] }) end,
+      { "location" })
+  end
+end
+
 -- basin methods
 for _, m in ipairs { "stream", "create_stream", "ensure_stream", "delete_stream", "get_stream_config",
                      "reconfigure_stream" } do
@@ -420,6 +522,13 @@ case("client:basin after close", function()
 end, { "closed" }, { closed_ok = true })
 case("client:list_basins after close", function() return closed("client"):list_basins() end,
   { "closed" }, { closed_ok = true })
+case("client:list_access_tokens after close",
+  function() return closed("client"):list_access_tokens() end, { "closed" }, { closed_ok = true })
+case("client:account_metrics after close",
+  function() return closed("client"):account_metrics { set = "account-ops" } end, { "closed" },
+  { closed_ok = true })
+case("client:list_locations after close", function() return closed("client"):list_locations() end,
+  { "closed" }, { closed_ok = true })
 case("client:stats after close", function() return closed("client"):stats() end, { "closed" },
   { closed_ok = true })
 case("stream:append_session after client:close", function()
@@ -440,6 +549,8 @@ end, { "closed" }, { closed_ok = true })
 local WRONG_SELF = {
   { "client.stats(nil)", function() return client().stats(nil) end },
   { "client.basin(42, \"x\")", function() return client().basin(42, "x") end },
+  { "client.list_locations(nil)", function() return client().list_locations(nil) end },
+  { "client.revoke_access_token(\"x\")", function() return client().revoke_access_token("x") end },
   { "stream.append(nil, { \"x\" })", function() return stream().append(nil, { "x" }) end },
   { "session.submit(nil, { \"x\" })", function() return session().submit(nil, { "x" }) end },
   { "producer.submit(nil, \"x\")", function() return producer().submit(nil, "x") end },

@@ -58,13 +58,15 @@
  *
  * Control protocol (with --control): plain text over TCP on 127.0.0.1, one command per line
  * (\n or \r\n, <= 4 KiB), tokens separated by blanks; a token starting with `{` runs to its
- * matching `}` (a JSON object, blanks allowed). One answer line per command, `ok ...` or
- * `err <reason>`, except `dump` (below). Any number of commands per connection.
+ * matching `}` (a JSON object, blanks allowed), one starting with `[` to its matching `]` (an
+ * array). One answer line per command, `ok ...` or `err <reason>`, except `dump` (below). Any
+ * number of commands per connection.
  *   status CODE [JSON] [retry_after_ms=N] [times=N] [on=any|append|unary|session|tail|read]
  *                        answer the next matching request (default on=any: every request
  *                        but /health; append = unary or session; read = SSE or S2S
- *                        reads) with HTTP status CODE and the JSON body (default: the
- *                        usual S2 body for that status), plus a
+ *                        reads) with HTTP status CODE and the JSON body, an object or an
+ *                        array (default: the usual S2 body for that status; for 204 an
+ *                        empty body), plus a
  *                        retry-after-ms header when given; times=N answers N requests.
  *                        Unary requests are answered once their body is in; sessions at once.
  *   terminal_after N STATUS [JSON]
@@ -135,6 +137,13 @@
  *                        count 0 for an unknown stream)
  *   dump STREAM          one line per record, `SEQ HEX` (body as lowercase hex, maybe
  *                        empty), then `ok dump STREAM N`
+ *   last_request         what the last request that ended sent: `ok n=N method=M path=P
+ *                        body=HEX` (n: requests ended so far, /health not counted; P: the
+ *                        :path / request-target as received, query string included; HEX: the
+ *                        request body as lowercase hex, empty for none; a session's body is
+ *                        not kept, so empty). Before any: `ok n=0 method=- path=- body=`.
+ *                        Faulted requests count too (a `status` answer is sent once the
+ *                        body is in).
  *   stats                `ok connections=N requests=N sessions=N unary=N tail=N health=N
  *                        other=N frames=N acks=N records=N terminal=N faults_taken=N
  *                        queued=N gap_ms=N reads=N last_event_id=ID read_sessions=N
@@ -388,6 +397,11 @@ static struct {
         n_acks, n_records, n_terminal, n_taken, n_reads, n_rsessions, n_read_conns, n_rbatches,
         n_heartbeats;
     char last_event_id[100]; /* of the last SSE read, "-" for none */
+    /* the last request that ended (last_request): not /health; a session's body is not kept */
+    uint64_t n_ended;
+    char last_method[16];
+    char *last_path;
+    s2_buf last_body;
     int64_t last_records_ms, gap_ms;
 
     struct conn *conns, *dead_conns;
@@ -534,6 +548,7 @@ static char *url_decode(const char *s, size_t n) {
 /* The usual S2 error body for a status. */
 static const char *default_json(int status) {
     switch (status) {
+    case 204: return ""; /* No Content: an empty body */
     case 400: return "{\"code\":\"bad_json\",\"message\":\"fault_server: bad request\"}";
     case 401: return "{\"code\":\"authn\",\"message\":\"fault_server: unauthenticated\"}";
     case 403: return "{\"code\":\"permission_denied\",\"message\":\"fault_server: denied\"}";
@@ -555,6 +570,8 @@ static const char *default_json(int status) {
 static const char *reason(int status) {
     switch (status) {
     case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 408: return "Request Timeout";
@@ -1669,9 +1686,21 @@ static void sse_start(struct req *r) {
     /* Events go out from service_conns (sse_pump), once h1_process let go of r. */
 }
 
+/* Keeps what the request sent, for `last_request`. */
+static void last_request_keep(const struct req *r) {
+    if (r->kind == R_HEALTH) return;
+    g.n_ended++;
+    snprintf(g.last_method, sizeof g.last_method, "%s", r->method);
+    free(g.last_path);
+    g.last_path = r->path ? xstrndup(r->path, strlen(r->path)) : NULL;
+    g.last_body.len = 0;
+    if (r->body.len) buf_put(&g.last_body, r->body.data, r->body.len);
+}
+
 static void req_end(struct req *r, int64_t now) {
     if (r->ended) return;
     r->ended = 1;
+    last_request_keep(r);
     if (r->kind == R_SESSION && r->c->mode == CM_H2) {
         if (r->responded == 2 && !r->stopped) {
             int64_t delay = r->fault && r->fault->kind == F_RECONNECT ? (int64_t)r->fault->end_delay : 0;
@@ -2019,8 +2048,9 @@ static void ctl_flush(struct ctl *k) {
     ep_set(&k->h, EPOLLIN);
 }
 
-/* Splits a command line into tokens; a token starting with '{' runs to its matching '}'.
- * Returns the count, or -1 (too many) / -2 (unbalanced JSON). */
+/* Splits a command line into tokens; a token starting with '{' or '[' runs to its matching
+ * '}' or ']' (a JSON object or array). Returns the count, or -1 (too many) / -2 (unbalanced
+ * JSON). */
 static int tokenize(char *p, char **argv, int max) {
     int argc = 0;
     for (;;) {
@@ -2028,7 +2058,7 @@ static int tokenize(char *p, char **argv, int max) {
         if (!*p) break;
         if (argc == max) return -1;
         argv[argc++] = p;
-        if (*p == '{') {
+        if (*p == '{' || *p == '[') {
             int depth = 0, instr = 0;
             for (;; p++) {
                 if (!*p) return -2;
@@ -2037,9 +2067,9 @@ static int tokenize(char *p, char **argv, int max) {
                     else if (*p == '"') instr = 0;
                 } else if (*p == '"') {
                     instr = 1;
-                } else if (*p == '{') {
+                } else if (*p == '{' || *p == '[') {
                     depth++;
-                } else if (*p == '}' && --depth == 0) {
+                } else if ((*p == '}' || *p == ']') && --depth == 0) {
                     p++;
                     break;
                 }
@@ -2074,6 +2104,10 @@ static void stats_zero(void) {
     for (struct conn *c = g.conns; c; c = c->next) c->had_read = 0;
     snprintf(g.last_event_id, sizeof g.last_event_id, "-");
     g.last_records_ms = g.gap_ms = 0;
+    g.n_ended = 0;
+    free(g.last_path);
+    g.last_path = NULL;
+    g.last_body.len = 0;
 }
 
 /* Runs one command line; appends the answer (lines, each ending in \n) to out. */
@@ -2125,7 +2159,7 @@ static void ctl_exec(char *line, s2_buf *out) {
         pos++;
         if (v < 100 || v > 599) FAIL("status must be 100..599");
         f.status = (int)v;
-        if (pos < argc && argv[pos][0] == '{') json = argv[pos++];
+        if (pos < argc && (argv[pos][0] == '{' || argv[pos][0] == '[')) json = argv[pos++];
         for (; pos < argc; pos++) {
             const char *a = argv[pos];
             if (f.kind == F_STATUS && !strncmp(a, "retry_after_ms=", 15)) {
@@ -2288,6 +2322,18 @@ static void ctl_exec(char *line, s2_buf *out) {
         }
         buf_printf(out, "\n");
         return;
+    } else if (!strcmp(cmd, "last_request")) {
+        if (argc != 1) FAIL("takes no arguments");
+        static const char hex[] = "0123456789abcdef";
+        buf_printf(out, "ok n=%" PRIu64 " method=%s path=%s body=", g.n_ended,
+                   g.n_ended ? g.last_method : "-", g.last_path ? g.last_path : "-");
+        if (s2_buf_reserve(out, 2 * g.last_body.len + 2) != 0) abort();
+        for (size_t j = 0; j < g.last_body.len; j++) {
+            out->data[out->len++] = (uint8_t)hex[g.last_body.data[j] >> 4];
+            out->data[out->len++] = (uint8_t)hex[g.last_body.data[j] & 15];
+        }
+        buf_put(out, "\n", 1);
+        return;
     } else if (!strcmp(cmd, "stats")) {
         stats_line(out);
         buf_printf(out, "\n");
@@ -2315,7 +2361,8 @@ static void ctl_exec(char *line, s2_buf *out) {
                         " | sse_event JSON [event=NAME] [id=ID]"
                         " | blackhole_acks [drop_after_batches=N] [times=K]"
                         " | read_reconnect_flag_after N | read_terminal_after N STATUS [JSON]"
-                        " | faults | records STREAM | dump STREAM | stats | reset | wipe | ping\n");
+                        " | faults | records STREAM | dump STREAM | last_request | stats | reset"
+                        " | wipe | ping\n");
         return;
     } else {
         buf_printf(out, "err unknown command '%.64s'\n", cmd);
@@ -2502,6 +2549,8 @@ static void shutdown_all(void) {
     free_dead();
     faults_clear();
     streams_free();
+    free(g.last_path);
+    s2_buf_free(&g.last_body);
     close_handle(&g.listen, 0);
     close_handle(&g.ctl_listen, 0);
     if (g.sig.fd >= 0) close(g.sig.fd);

@@ -149,17 +149,31 @@ local function check_config(fname, config)
   end
 end
 
-function Client:create_basin(name, config)
+-- Options of create_basin / ensure_basin: { location = name } (where the basin is placed;
+-- default: the account's default location; it cannot be changed later).
+local BASIN_CREATE_OPTIONS = util.set { "location" }
+local function basin_location(fname, opts)
+  opts = util.check_options(fname, opts, BASIN_CREATE_OPTIONS, 3)
+  if opts.location == nil then return nil end
+  local location = Client._check_location(fname, "location", opts.location, 3)
+  return location -- not a tail call: the error levels count this frame
+end
+
+function Client:create_basin(name, config, opts)
   util.check_basin_name("client:create_basin", name, 2)
   check_config("client:create_basin", config)
-  return self:_json("POST", "/basins", { basin = name, config = config }, nil, core.random_token())
+  local location = basin_location("client:create_basin", opts)
+  return self:_json("POST", "/basins", { basin = name, config = config, location = location }, nil,
+    core.random_token())
 end
 
 --- Creates the basin or brings its config in line: info, nil, "created" | "updated" | "noop".
-function Client:ensure_basin(name, config)
+function Client:ensure_basin(name, config, opts)
   util.check_basin_name("client:ensure_basin", name, 2)
   check_config("client:ensure_basin", config)
-  return self:_json("PUT", "/basins/" .. util.urlencode(name), { config = config }, nil, nil, true)
+  local location = basin_location("client:ensure_basin", opts)
+  return self:_json("PUT", "/basins/" .. util.urlencode(name),
+    { config = config, location = location }, nil, nil, true)
 end
 
 function Client:delete_basin(name, opts)
@@ -194,8 +208,9 @@ local LIST_ALL_OPTIONS = util.set { "prefix", "start_after", "limit", "include_d
 
 -- list_all options: those of list (limit is the page size and may exceed 1000: the server
 -- clamps it) and include_deleted.
-local function check_list_all(fname, opts)
-  opts = util.check_options(fname, opts, LIST_ALL_OPTIONS, 3)
+-- `allowed` (default: those) narrows the options (access tokens have no include_deleted).
+local function check_list_all(fname, opts, allowed)
+  opts = util.check_options(fname, opts, allowed or LIST_ALL_OPTIONS, 3)
   for _, k in ipairs { "prefix", "start_after" } do
     if opts[k] ~= nil and type(opts[k]) ~= "string" then
       error(("%s: %s must be a string, got %s"):format(fname, k, type(opts[k])), 3)
@@ -235,4 +250,6 @@ end
 
 Client.LIST_OPTIONS = LIST_OPTIONS
 Client.LIST_KEYS = LIST_KEYS
+-- Access tokens, metrics and locations (lua/s2/account.lua).
+require "s2.account" (Client)
 return Client

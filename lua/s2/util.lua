@@ -115,10 +115,11 @@ function M.delete_ignores(fname, opts)
 end
 
 --- An iterator over every item of a paged listing. list(opts) -> { <key> = items, has_more };
--- each page starts after the last name seen. Items being deleted (deleted_at set, or state
--- "deleting") are skipped
+-- each page starts after the last item's `cursor` field (default "name"; access tokens page
+-- by "id"). Items being deleted (deleted_at set, or state "deleting") are skipped
 -- unless include_deleted. A failure is raised (the error object): a for loop has no other way.
-function M.list_all(list, key, opts, include_deleted)
+function M.list_all(list, key, opts, include_deleted, cursor)
+  cursor = cursor or "name"
   local page, i, done = nil, 0, false
   local query = {}
   for k, v in pairs(opts) do query[k] = v end
@@ -136,7 +137,7 @@ function M.list_all(list, key, opts, include_deleted)
         if not resp then error(err, 2) end
         page, i = resp[key] or {}, 0
         done = not resp.has_more or #page == 0
-        if #page > 0 then query.start_after = page[#page].name end
+        if #page > 0 then query.start_after = page[#page][cursor] end
       end
     end
   end

@@ -8,6 +8,8 @@
 --                                              --   last_event_id = "2,3,39" or "-", ... }
 --   server:records("s")                        -- { count = 10, next_seq = 10, hash = "..." }
 --   server:bodies("s")                         -- { [0] = "body0", [1] = "body1", ... }, count
+--   server:last_request()                      -- { n = 4, method = "GET", body = "",
+--                                              --   path = "/v1/access-tokens?prefix=a" }
 --   server:stop()                              -- SIGTERM, wait for exit (idempotent)
 --
 -- F.build(binary) compiles the server (tools/fault_server.c with the core's codec sources)
@@ -159,6 +161,20 @@ function Server:bodies(stream)
     t[tonumber(seq)] = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
   end
   return t, #lines
+end
+
+-- What the last request that ended sent: { n = requests ended so far (not /health),
+-- method =, path = (query string included, as received), body = (the raw bytes) }; method
+-- and path are nil before the first request.
+function Server:last_request()
+  local line = self:command("last_request")
+  local n, method, path, hex = line:match("^ok n=(%d+) method=(%S+) path=(%S+) body=(%x*)$")
+  assert(n, "fault_server: bad last_request answer " .. line)
+  n = tonumber(n)
+  return {
+    n = n, method = n > 0 and method or nil, path = n > 0 and path or nil,
+    body = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end),
+  }
 end
 
 -- log() and stop() as for the proxy: the same process fields and lifecycle.
