@@ -321,10 +321,11 @@ local function cmd_read(ctx, argv, cmd)
   local m = read_meter(opt)
   local reader = ctx:check(open_stream(ctx, basin, stream, opt):read_session(o))
   -- With a limit the server stops at the tail, and a start at the tail is a 416: nothing to
-  -- read, not a failure. A start beyond the tail (an explicit seq_num) still fails.
+  -- read, not a failure (also a start clamped to the tail). A start beyond the tail (an
+  -- explicit seq_num, without --clamp) still fails.
   pump(reader, write, out, m, function(err)
     if err.code ~= "range_not_satisfiable" then return false end
-    if o.seq_num == nil then return true end
+    if o.seq_num == nil or o.clamp then return true end
     return err.tail ~= nil and o.seq_num <= err.tail.seq_num
   end)
   m.finish(false)
