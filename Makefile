@@ -5,7 +5,7 @@
 #   make test       deps + build + the busted suite against a real s2-lite
 #   make demo       deps + build + examples/quickstart.lua against a real s2-lite
 #   make bench-openresty   the module in real nginx under wrk (docs/benchmarks.md)
-#   make install    install s2/core.so and s2/*.lua (PREFIX, DESTDIR honoured)
+#   make install    install s2/core.so, s2/*.lua and bin/s2lua (DESTDIR honoured)
 
 LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
@@ -192,6 +192,8 @@ install: $(CORE_SO)
 	install -d $(DESTDIR)$(INST_LUADIR)/s2/adapters
 	install -m 0644 lua/s2/*.lua $(DESTDIR)$(INST_LUADIR)/s2/
 	install -m 0644 lua/s2/adapters/*.lua $(DESTDIR)$(INST_LUADIR)/s2/adapters/
+	install -d $(DESTDIR)$(INST_LUADIR)/s2/cli
+	install -m 0644 lua/s2/cli/*.lua $(DESTDIR)$(INST_LUADIR)/s2/cli/
 	install -d $(DESTDIR)$(INST_BINDIR)
 	install -m 0755 bin/s2lua $(DESTDIR)$(INST_BINDIR)/s2lua
 

@@ -55,6 +55,11 @@ build = {
     ["s2.await"] = "lua/s2/await.lua",
     ["s2.adapters.luv"] = "lua/s2/adapters/luv.lua",
     ["s2.adapters.copas"] = "lua/s2/adapters/copas.lua",
+    ["s2.cli"] = "lua/s2/cli/init.lua",
+    ["s2.cli.args"] = "lua/s2/cli/args.lua",
+    ["s2.cli.format"] = "lua/s2/cli/format.lua",
+    ["s2.cli.records"] = "lua/s2/cli/records.lua",
+    ["s2.cli.manage"] = "lua/s2/cli/manage.lua",
   },
   install = {
     bin = { s2lua = "bin/s2lua" },

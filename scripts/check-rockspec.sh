@@ -19,3 +19,8 @@ LUA_CPATH="$work/tree/lib/lua/5.4/?.so;;" \
     assert(s2.metered_bytes("abc") == 11)
     print("rockspec: built and loaded s2 " .. s2.VERSION .. " from a luarocks tree")'
 test -x "$work/tree/bin/s2lua" || { echo "rockspec: bin/s2lua not installed" >&2; exit 1; }
+# The installed command finds its s2.cli modules in the tree (not the checkout's).
+LUA_PATH="$work/tree/share/lua/5.4/?.lua;$work/tree/share/lua/5.4/?/init.lua;;" \
+LUA_CPATH="$work/tree/lib/lua/5.4/?.so;;" \
+  "$work/tree/bin/s2lua" read --help | grep -q -- "--tail-offset" \
+  || { echo "rockspec: the installed s2lua does not run" >&2; exit 1; }

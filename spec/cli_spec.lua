@@ -2,52 +2,15 @@
 -- s2-lite that `make test` starts; see spec/helper.lua).
 local H = require "helper"
 
--- The checkout's root, from this file's path (busted runs from the root, but be sure).
-local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or ".")
-local CLI = ROOT .. "/bin/s2lua"
-
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local C = require "support.cli"
 
 local tmpname = os.tmpname
+local write_file = C.write_file
+local lines_of = C.lines_of
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
--- Runs the CLI with args (a list), stdin from a file (or /dev/null). Returns the exit code,
--- stdout and stderr.
+-- Runs the CLI with args (a list), stdin from a file (or /dev/null): exit code, stdout, stderr.
 local function run(args, stdin_path)
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
-  local out, err = tmpname(), tmpname()
-  -- The CLI puts the checkout's lua/ and build/ first; the suite's own paths come after
-  -- (e.g. build-asan/ under `make asan`, where build/ may not exist).
-  local cmd = ("LUA_PATH=%s LUA_CPATH=%s %s %s <%s >%s 2>%s"):format(
-    shell_quote(package.path), shell_quote(package.cpath), shell_quote(CLI), table.concat(quoted, " "),
-    shell_quote(stdin_path or "/dev/null"), shell_quote(out), shell_quote(err))
-  local ok, how, code = os.execute(cmd)
-  local stdout, stderr = read_file(out), read_file(err)
-  os.remove(out)
-  os.remove(err)
-  if how == "signal" then error(("s2lua killed by signal %d: %s"):format(code, stderr)) end
-  return ok and 0 or code, stdout, stderr
-end
-
-local function lines_of(s)
-  local t = {}
-  for line in s:gmatch("([^\n]*)\n") do t[#t + 1] = line end
-  return t
+  return C.run(args, { stdin_path = stdin_path })
 end
 
 describe("s2lua", function()
