@@ -26,6 +26,11 @@ static const s2_op_ops read_ops;
 
 s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const char *stream,
                                      const s2_read_options *opts, s2_error *err) {
+    if (opts->encryption_key && !s2_encryption_key_valid(opts->encryption_key)) {
+        s2_fail(err, S2_E_INVALID, "invalid", "encryption_key must be 1 to %u base64 characters",
+                S2_MAX_ENCRYPTION_KEY);
+        return NULL;
+    }
     s2_read_session *s = calloc(1, sizeof *s);
     s2_buf path;
     s2_buf_init(&path);
@@ -34,12 +39,6 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
     s->op.ops = &read_ops;
     s2_completion_init(&s->readable);
     s->ropts = *opts;
-    if (opts->encryption_key && !s2_encryption_key_valid(opts->encryption_key)) {
-        free(s);
-        s2_fail(err, S2_E_INVALID, "invalid", "encryption_key must be 1 to %u base64 characters",
-                S2_MAX_ENCRYPTION_KEY);
-        return NULL;
-    }
     s->encryption_key = opts->encryption_key ? strdup(opts->encryption_key) : NULL;
     s->ropts.encryption_key = s->encryption_key;
     s->basin = strdup(basin);

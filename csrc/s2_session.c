@@ -298,6 +298,11 @@ static void append_switch_http1(s2_op *op) {
 /* Allocates a session, not yet known to the runtime. */
 s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char *stream,
                                   const s2_session_options *opts, s2_error *err) {
+    if (opts->encryption_key && !s2_encryption_key_valid(opts->encryption_key)) {
+        s2_fail(err, S2_E_INVALID, "invalid", "encryption_key must be 1 to %u base64 characters",
+                S2_MAX_ENCRYPTION_KEY);
+        return NULL;
+    }
     s2_append_session *s = calloc(1, sizeof *s);
     s2_buf path;
     s2_buf_init(&path);
@@ -305,12 +310,6 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s->op.rt = rt;
     s->op.ops = &append_ops;
     s->opts = *opts;
-    if (opts->encryption_key && !s2_encryption_key_valid(opts->encryption_key)) {
-        free(s);
-        s2_fail(err, S2_E_INVALID, "invalid", "encryption_key must be 1 to %u base64 characters",
-                S2_MAX_ENCRYPTION_KEY);
-        return NULL;
-    }
     s->encryption_key = opts->encryption_key ? strdup(opts->encryption_key) : NULL;
     s->opts.encryption_key = s->encryption_key;
     s->basin = strdup(basin);
