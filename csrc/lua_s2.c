@@ -156,5 +156,7 @@ int luaopen_s2_core(lua_State *L) {
     lua_setfield(L, -2, "MAX_BATCH_BYTES");
     lua_pushinteger(L, S2_MAX_FENCING_TOKEN);
     lua_setfield(L, -2, "MAX_FENCING_TOKEN");
+    lua_pushinteger(L, S2_MAX_ENCRYPTION_KEY);
+    lua_setfield(L, -2, "MAX_ENCRYPTION_KEY");
     return 1;
 }

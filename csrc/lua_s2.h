@@ -49,6 +49,11 @@ bool s2l_opt_u64(lua_State *L, int idx, const char *k, const char *ctx, uint64_t
 double s2l_opt_number(lua_State *L, int idx, const char *k, double dflt);
 const char *s2l_opt_string(lua_State *L, int idx, const char *k, size_t *len);
 size_t s2l_opt_size(lua_State *L, int idx, const char *k, size_t dflt);
+/* Field encryption_key (NULL when absent): raises, without echoing it, unless it is 1 to
+ * S2_MAX_ENCRYPTION_KEY base64 characters. The string stays anchored by the table. */
+const char *s2l_opt_encryption_key(lua_State *L, int idx);
+/* Field compression: "none" (or absent), "zstd" or "gzip"; raises otherwise. */
+s2_compression s2l_opt_compression(lua_State *L, int idx);
 
 /* A notice just armed (id 0: none could be) pushed as what waitables' notice() return:
  * the id as 16 hex digits and the runtime's notice socket path, or nil, err. */

@@ -163,7 +163,9 @@ static int start_call(lua_State *L, s2l_client *c, const s2_request *req, s2l_ca
     return 1;
 }
 
-/* client:append(basin, stream, records [, opts]) -> call | nil, err (its result: the ack) */
+/* client:append(basin, stream, records [, opts]) -> call | nil, err (its result: the ack)
+ * opts: match_seq_num, fencing_token; compression ("zstd" | "gzip": the body goes out
+ * compressed, with Content-Encoding, whatever its size, as the SDKs send it); encryption_key */
 static int l_client_append(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     const char *basin = s2l_check_basin(L, 2);
@@ -171,11 +173,18 @@ static int l_client_append(lua_State *L) {
     lua_settop(L, 5);
     s2_append_input in;
     s2l_check_append_input(L, 4, 5, &in);
+    const char *key = NULL;
+    s2_compression comp = S2_COMPRESSION_NONE;
+    if (lua_istable(L, 5)) {
+        key = s2l_opt_encryption_key(L, 5);
+        comp = s2l_opt_compression(L, 5);
+    }
     size_t len = s2_append_input_encoded_len(&in);
     uint8_t *body = lua_newuserdatauv(L, len ? len : 1, 0);
     s2_append_input_encode(&in, body);
 
-    s2_buf path;
+    s2_buf path, packed;
+    s2_buf_init(&packed);
     stream_path(L, 3, "/records", &path);
     s2_request req = {
         .method = "POST",
@@ -185,10 +194,23 @@ static int l_client_append(lua_State *L) {
         .accept = "application/protobuf",
         .body = body,
         .body_len = len,
+        .encryption_key = key,
         .kind = S2_CALL_APPEND,
     };
+    if (comp != S2_COMPRESSION_NONE) {
+        s2_error err;
+        if (s2_compress(comp, body, len, &packed, &err) != 0) {
+            s2_buf_free(&path);
+            s2_buf_free(&packed);
+            return s2l_fail(L, &err);
+        }
+        req.body = packed.data;
+        req.body_len = packed.len;
+        req.content_encoding = s2_compression_name(comp);
+    }
     int n = start_call(L, c, &req, S2L_CALL_APPEND, in.num_records);
     s2_buf_free(&path);
+    s2_buf_free(&packed);
     return n;
 }
 
@@ -213,7 +235,8 @@ static int read_query(const s2l_read_opts *o, s2_buf *path) {
 }
 
 /* client:read(basin, stream, opts) -> call | nil, err (its result: the batch)
- * opts: seq_num | timestamp | tail_offset, clamp, count, bytes, until, wait (seconds) */
+ * opts: seq_num | timestamp | tail_offset, clamp, count, bytes, until, wait (seconds),
+ *       encryption_key */
 static int l_client_read(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     const char *basin = s2l_check_basin(L, 2);
@@ -221,6 +244,7 @@ static int l_client_read(lua_State *L) {
     luaL_checktype(L, 4, LUA_TTABLE);
     s2l_read_opts o;
     s2l_check_read_opts(L, 4, &o, true);
+    const char *key = s2l_opt_encryption_key(L, 4);
 
     s2_buf path;
     stream_path(L, 3, "/records", &path);
@@ -233,6 +257,7 @@ static int l_client_read(lua_State *L) {
         .basin = basin,
         .path = (const char *)path.data,
         .accept = "application/protobuf",
+        .encryption_key = key,
         .kind = S2_CALL_IDEMPOTENT,
         .extra_timeout = o.wait > 0 ? ceil(o.wait) : 0,
     };
@@ -241,7 +266,8 @@ static int l_client_read(lua_State *L) {
     return n;
 }
 
-/* client:request{ method, basin?, path, body?, content_type?, accept?, request_token? }
+/* client:request{ method, basin?, path, body?, content_type?, accept?, request_token?,
+ *                 encryption_key? }
  *   -> call | nil, err; its result: status, body, provision_result (management calls) */
 static int l_client_request(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
@@ -261,6 +287,7 @@ static int l_client_request(lua_State *L) {
     req.content_type = s2l_opt_string(L, 2, "content_type", &len);
     req.accept = s2l_opt_string(L, 2, "accept", &len);
     req.request_token = s2l_opt_string(L, 2, "request_token", &len);
+    req.encryption_key = s2l_opt_encryption_key(L, 2);
     req.kind = S2_CALL_IDEMPOTENT;
     return start_call(L, c, &req, S2L_CALL_REQUEST, 0);
 }

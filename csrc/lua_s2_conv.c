@@ -102,6 +102,25 @@ const char *s2l_opt_string(lua_State *L, int idx, const char *k, size_t *len) {
     return s;
 }
 
+const char *s2l_opt_encryption_key(lua_State *L, int idx) {
+    size_t len;
+    const char *key = s2l_opt_string(L, idx, "encryption_key", &len);
+    if (key && (strlen(key) != len || !s2_encryption_key_valid(key)))
+        luaL_error(L, "encryption_key: must be 1 to %d characters of base64 (A-Z a-z 0-9 + / =)",
+                   (int)S2_MAX_ENCRYPTION_KEY);
+    return key;
+}
+
+s2_compression s2l_opt_compression(lua_State *L, int idx) {
+    size_t len;
+    const char *comp = s2l_opt_string(L, idx, "compression", &len);
+    if (!comp || strcmp(comp, "none") == 0) return S2_COMPRESSION_NONE;
+    if (strcmp(comp, "zstd") == 0) return S2_COMPRESSION_ZSTD;
+    if (strcmp(comp, "gzip") == 0) return S2_COMPRESSION_GZIP;
+    luaL_error(L, "compression: expected \"none\", \"zstd\" or \"gzip\"");
+    return S2_COMPRESSION_NONE;
+}
+
 size_t s2l_opt_size(lua_State *L, int idx, const char *k, size_t dflt) {
     uint64_t v = dflt;
     s2l_opt_u64(L, idx, k, "", &v);

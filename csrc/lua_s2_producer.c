@@ -6,7 +6,8 @@
 #include "lua_s2.h"
 
 /* client:producer(basin, stream, { linger, max_batch_records, max_batch_bytes,
- *   max_inflight_bytes, idempotent, match_seq_num, fencing_token, compression, http1 })
+ *   max_inflight_bytes, idempotent, match_seq_num, fencing_token, compression, http1,
+ *   encryption_key })
  *   -> producer | nil, err  (options checked and defaulted by lua/s2/producer.lua) */
 int s2l_client_producer(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
@@ -30,6 +31,7 @@ int s2l_client_producer(lua_State *L) {
     o.max_batch_bytes = s2l_opt_size(L, 4, "max_batch_bytes", S2_MAX_BATCH_BYTES);
     o.has_match_seq_num = s2l_opt_u64(L, 4, "match_seq_num", "", &o.match_seq_num);
     o.fencing_token = s2l_opt_string(L, 4, "fencing_token", &o.fencing_token_len);
+    o.session.encryption_key = s2l_opt_encryption_key(L, 4);
     s2_error err;
     s2_runtime *rt = s2l_client_runtime(c, &err);
     if (!rt) return s2l_fail(L, &err);

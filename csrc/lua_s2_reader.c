@@ -5,7 +5,8 @@
 #include "lua_s2.h"
 
 /* client:read_session(basin, stream, opts) -> reader | nil, err
- * opts: the read options (no 60 s cap on wait), ignore_command_records, compression */
+ * opts: the read options (no 60 s cap on wait), ignore_command_records, compression, http1,
+ *       encryption_key */
 int s2l_client_read_session(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     const char *basin = s2l_check_basin(L, 2);
@@ -37,6 +38,7 @@ int s2l_client_read_session(lua_State *L) {
     const char *comp = s2l_opt_string(L, 4, "compression", &len);
     if (comp && strcmp(comp, "zstd") == 0) ro.compression = S2_COMPRESSION_ZSTD;
     else if (comp && strcmp(comp, "gzip") == 0) ro.compression = S2_COMPRESSION_GZIP;
+    ro.encryption_key = s2l_opt_encryption_key(L, 4);
     s2_error err;
     s2_runtime *rt = s2l_client_runtime(c, &err);
     if (!rt) return s2l_fail(L, &err);

@@ -5,7 +5,8 @@
 #include "lua_s2.h"
 
 /* client:append_session(basin, stream, { max_inflight_bytes, max_inflight_batches,
- *                                        compression }) -> session | nil, err */
+ *                                        compression, http1, encryption_key })
+ *   -> session | nil, err */
 int s2l_client_append_session(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     const char *basin = s2l_check_basin(L, 2);
@@ -23,6 +24,7 @@ int s2l_client_append_session(lua_State *L) {
         lua_getfield(L, 4, "http1");
         o.http1 = lua_toboolean(L, -1);
         lua_pop(L, 1);
+        o.encryption_key = s2l_opt_encryption_key(L, 4);
     } else {
         o.max_inflight_bytes = 5u * 1024 * 1024;
     }

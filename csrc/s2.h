@@ -113,6 +113,10 @@ typedef struct s2_buf {
 
 void s2_buf_init(s2_buf *b);
 void s2_buf_free(s2_buf *b);
+/* Overwrites n bytes with zeros in a way the compiler keeps (secrets before a free). */
+void s2_wipe(void *p, size_t n);
+/* Frees a string holding a secret (the encryption key), zeroed first; NULL is fine. */
+void s2_free_secret(char *s);
 int s2_buf_reserve(s2_buf *b, size_t extra); /* 0, or -1 when out of memory */
 int s2_buf_append(s2_buf *b, const void *p, size_t n);
 int s2_buf_append_str(s2_buf *b, const char *s);
@@ -230,6 +234,12 @@ typedef enum s2_compression {
 int s2_frame_append_input(const s2_append_input *in, s2_compression c, s2_buf *out,
                           s2_error *err);
 
+/* Compresses n bytes of src with c (ZSTD or GZIP; level 1), appending to out: a whole zstd
+ * frame or gzip member, what Content-Encoding: zstd | gzip means. Any size. */
+int s2_compress(s2_compression c, const uint8_t *src, size_t n, s2_buf *out, s2_error *err);
+/* The Content-Encoding token of c, or NULL for NONE. */
+const char *s2_compression_name(s2_compression c);
+
 /* Appends one frame with an already encoded payload (used by test servers too). */
 int s2_frame_encode(const uint8_t *payload, size_t len, uint8_t flags, s2_compression c,
                     s2_buf *out, s2_error *err);
@@ -277,6 +287,12 @@ int s2_endpoint_parse(const char *text, s2_endpoint *out, s2_error *err);
  * goes into a host ({basin} templates) or a header (s2-basin). */
 bool s2_basin_name_valid(const char *name);
 
+/* An s2-encryption-key value as the SDKs accept it: 1 to S2_MAX_ENCRYPTION_KEY characters
+ * of the standard base64 alphabet (A-Z a-z 0-9 + / and = padding). Checked before it goes
+ * into a header; never echoed in an error. */
+#define S2_MAX_ENCRYPTION_KEY 44u /* base64 of 32 bytes */
+bool s2_encryption_key_valid(const char *key);
+
 /* Builds "scheme://host:port/path" + suffix into b (basin: NULL for account scope). */
 int s2_endpoint_url(const s2_endpoint *ep, const char *basin, const char *suffix, s2_buf *b);
 
@@ -323,6 +339,9 @@ typedef struct s2_request {
     const uint8_t *body;
     size_t body_len;
     const char *request_token; /* s2-request-token, the same on every attempt; or NULL */
+    const char *encryption_key; /* s2-encryption-key (valid, see above), or NULL; a secret:
+                                 * copies of it are zeroed when freed */
+    const char *content_encoding; /* "zstd" | "gzip": the body is compressed so; or NULL */
     s2_call_kind kind;
     double extra_timeout; /* added to request_timeout (a read's long-poll wait) */
 } s2_request;
@@ -446,6 +465,8 @@ typedef struct s2_session_options {
     s2_compression compression;
     bool http1; /* HTTP/1.1: sequential unary appends, one batch in flight (also chosen
                  * automatically when TLS ALPN does not offer h2) */
+    const char *encryption_key; /* s2-encryption-key on every request, or NULL; copied (and
+                                 * the copy zeroed when the session is freed) */
 } s2_session_options;
 
 typedef struct s2_session_stats {
@@ -552,6 +573,7 @@ typedef struct s2_read_options {
     bool ignore_command_records;
     s2_compression compression; /* what the server may use (accept-encoding) */
     bool http1; /* server-sent events over HTTP/1.1 (also chosen when ALPN offers no h2) */
+    const char *encryption_key; /* s2-encryption-key on every request, or NULL; copied */
 } s2_read_options;
 
 typedef struct s2_read_status {

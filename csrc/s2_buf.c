@@ -39,3 +39,14 @@ int s2_buf_append(s2_buf *b, const void *p, size_t n) {
 int s2_buf_append_str(s2_buf *b, const char *s) {
     return s2_buf_append(b, s, strlen(s));
 }
+
+void s2_wipe(void *p, size_t n) {
+    volatile uint8_t *v = p; /* volatile: the stores are not dropped before a free */
+    while (n--) *v++ = 0;
+}
+
+void s2_free_secret(char *s) {
+    if (!s) return;
+    s2_wipe(s, strlen(s));
+    free(s);
+}

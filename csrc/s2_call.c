@@ -34,7 +34,8 @@ struct s2_call {
     s2_response resp;      /* I/O until completed, then read-only */
 
     s2_request req; /* a copy: its strings and body are owned below */
-    char *strings;
+    char *strings;  /* may hold the encryption key: zeroed when freed */
+    size_t strings_len;
     uint8_t *body;
 
     /* I/O */
@@ -95,6 +96,7 @@ static void call_free(s2_call *c) {
     s2_completion_free(&c->done);
     s2_buf_free(&c->resp.body);
     s2_http_attempt_cleanup(NULL, &c->attempt);
+    if (c->strings) s2_wipe(c->strings, c->strings_len);
     free(c->strings);
     free(c->body);
     free(c);
@@ -112,8 +114,9 @@ static char *copy_into(char **at, const char *s) {
 s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
     if (s2_http_global_init(err) != 0) return NULL;
     s2_call *c = calloc(1, sizeof *c);
-    const char *strs[] = {req->method, req->basin, req->path, req->content_type, req->accept,
-                          req->request_token};
+    const char *strs[] = {req->method,         req->basin,          req->path,
+                          req->content_type,   req->accept,         req->request_token,
+                          req->encryption_key, req->content_encoding};
     size_t total = 0;
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (strs[i]) total += strlen(strs[i]) + 1;
@@ -129,6 +132,7 @@ s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
         return NULL;
     }
     c->rt = rt;
+    c->strings_len = total;
     s2_completion_init(&c->done);
     s2_buf_init(&c->resp.body);
     s2_buf_init(&c->attempt.url);
@@ -140,6 +144,8 @@ s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
     c->req.content_type = copy_into(&at, req->content_type);
     c->req.accept = copy_into(&at, req->accept);
     c->req.request_token = copy_into(&at, req->request_token);
+    c->req.encryption_key = copy_into(&at, req->encryption_key);
+    c->req.content_encoding = copy_into(&at, req->content_encoding);
     if (c->body) memcpy(c->body, req->body, req->body_len);
     c->req.body = c->body ? c->body : (req->body ? (const uint8_t *)"" : NULL);
     c->state = S2_TICKET_PENDING;

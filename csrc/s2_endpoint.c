@@ -77,6 +77,18 @@ bool s2_basin_name_valid(const char *name) {
     return true;
 }
 
+bool s2_encryption_key_valid(const char *key) {
+    size_t n = strlen(key);
+    if (n == 0 || n > S2_MAX_ENCRYPTION_KEY) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = key[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/' || c == '='))
+            return false;
+    }
+    return true;
+}
+
 int s2_buf_append_urlencoded(s2_buf *b, const uint8_t *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n; i++) {

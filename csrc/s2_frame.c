@@ -19,9 +19,9 @@ static void put_header(uint8_t *h, size_t len_with_flag, uint8_t flags) {
     h[3] = flags;
 }
 
-/* Compresses src into out (appending). */
-static int compress_into(s2_compression c, const uint8_t *src, size_t n, s2_buf *out,
-                         s2_error *err) {
+/* Compresses src into out (appending): frame payloads, and unary bodies (s2.h). */
+int s2_compress(s2_compression c, const uint8_t *src, size_t n, s2_buf *out, s2_error *err) {
+    if (c == S2_COMPRESSION_NONE) return s2_buf_append(out, src, n) == 0 ? 0 : nomem(err);
     if (c == S2_COMPRESSION_ZSTD) {
         size_t bound = ZSTD_compressBound(n);
         if (s2_buf_reserve(out, bound) != 0) return nomem(err);
@@ -52,13 +52,17 @@ static int compress_into(s2_compression c, const uint8_t *src, size_t n, s2_buf 
     return 0;
 }
 
+const char *s2_compression_name(s2_compression c) {
+    return c == S2_COMPRESSION_ZSTD ? "zstd" : c == S2_COMPRESSION_GZIP ? "gzip" : NULL;
+}
+
 int s2_frame_encode(const uint8_t *payload, size_t len, uint8_t flags, s2_compression c,
                     s2_buf *out, s2_error *err) {
     size_t start = out->len;
     if (s2_buf_reserve(out, S2_FRAME_HEADER_LEN + len) != 0) return nomem(err);
     out->len += S2_FRAME_HEADER_LEN;
     if (c != S2_COMPRESSION_NONE && !(flags & S2_FRAME_TERMINAL) && len >= S2_COMPRESSION_THRESHOLD) {
-        if (compress_into(c, payload, len, out, err) != 0) {
+        if (s2_compress(c, payload, len, out, err) != 0) {
             out->len = start;
             return -1;
         }

@@ -288,6 +288,17 @@ static bool before_sending(CURLcode rc) {
     }
 }
 
+void s2_http_free_headers(struct curl_slist *list) {
+    for (struct curl_slist *h = list; h; h = h->next)
+        if (h->data) s2_wipe(h->data, strlen(h->data));
+    curl_slist_free_all(list);
+}
+
+static void free_headers(s2_http_attempt *cs) {
+    s2_http_free_headers(cs->headers);
+    cs->headers = NULL;
+}
+
 int s2_http_attempt_setup(CURL *c, const s2_config *cfg, const s2_request *req,
                           s2_http_attempt *cs, s2_response *resp, s2_error *err) {
     const s2_endpoint *ep = req->basin ? &cfg->basin : &cfg->account;
@@ -320,6 +331,18 @@ int s2_http_attempt_setup(CURL *c, const s2_config *cfg, const s2_request *req,
     if (req->content_type) ADD_HEADER("content-type: %s", req->content_type);
     if (req->basin && !ep->basin_template) ADD_HEADER("s2-basin: %s", req->basin);
     if (req->request_token) ADD_HEADER("s2-request-token: %s", req->request_token);
+    if (req->encryption_key) {
+        if (!s2_encryption_key_valid(req->encryption_key)) { /* never echoed */
+            s2_wipe(line, sizeof line);
+            s2_http_attempt_cleanup(c, cs);
+            return s2_fail(err, S2_E_INVALID, "invalid",
+                           "encryption_key must be 1 to %u base64 characters",
+                           S2_MAX_ENCRYPTION_KEY);
+        }
+        ADD_HEADER("s2-encryption-key: %s", req->encryption_key);
+        s2_wipe(line, sizeof line);
+    }
+    if (req->content_encoding) ADD_HEADER("content-encoding: %s", req->content_encoding);
     ADD_HEADER("expect:"); /* no 100-continue round trip before a body */
 #undef ADD_HEADER
 
@@ -367,6 +390,7 @@ int s2_http_attempt_setup(CURL *c, const s2_config *cfg, const s2_request *req,
     }
     return 0;
 nomem:
+    s2_wipe(line, sizeof line);
     s2_http_attempt_cleanup(c, cs);
     return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory building a request");
 }
@@ -394,8 +418,7 @@ int s2_http_attempt_finish(CURL *c, s2_http_attempt *cs, CURLcode cr, s2_error *
             err->retry_after_ms = cs->retry_after_ms;
         }
     }
-    curl_slist_free_all(cs->headers);
-    cs->headers = NULL;
+    free_headers(cs);
     /* The handle must not keep pointers into the attempt or the caller's request. */
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
@@ -403,8 +426,7 @@ int s2_http_attempt_finish(CURL *c, s2_http_attempt *cs, CURLcode cr, s2_error *
 }
 
 void s2_http_attempt_cleanup(CURL *c, s2_http_attempt *cs) {
-    curl_slist_free_all(cs->headers);
-    cs->headers = NULL;
+    free_headers(cs);
     if (c) {
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);

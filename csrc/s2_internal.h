@@ -115,6 +115,7 @@ typedef struct s2_stream_request {
     const char *method;              /* "GET": no request body; else ops->read_body feeds it */
     s2_buf path;                     /* after the endpoint's path, encoded, query included */
     s2_compression accept_encoding;  /* NONE: no accept-encoding header */
+    const char *encryption_key;      /* s2-encryption-key (the op's own copy), or NULL */
 } s2_stream_request;
 
 /* abort, done and free are required; a NULL anything else means "nothing to do". The
@@ -196,6 +197,7 @@ struct s2_append_session {
     char *basin;
     char *stream; /* the name, for loss reports */
     char *path; /* "/streams/<encoded>/records" after the endpoint's path */
+    char *encryption_key; /* owned copy (opts.encryption_key points at it), zeroed when freed */
     s2_session_options opts;
     s2_append_hooks hooks;
 
@@ -254,6 +256,7 @@ struct s2_read_session {
     s2_op op; /* first: the runtime's view */
     char *basin;
     char *path; /* "/streams/<encoded>/records" after the endpoint's path */
+    char *encryption_key; /* owned copy (ropts.encryption_key points at it), zeroed when freed */
     s2_read_options ropts;
     /* The HTTP/1.1 (SSE) transport, set by the opener before start (the read session does
      * not know it): its ops, and what starts its worker thread (under mu). */

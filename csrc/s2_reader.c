@@ -26,6 +26,11 @@ static const s2_op_ops read_ops;
 
 s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const char *stream,
                                      const s2_read_options *opts, s2_error *err) {
+    if (opts->encryption_key && !s2_encryption_key_valid(opts->encryption_key)) {
+        s2_fail(err, S2_E_INVALID, "invalid", "encryption_key must be 1 to %u base64 characters",
+                S2_MAX_ENCRYPTION_KEY);
+        return NULL;
+    }
     s2_read_session *s = calloc(1, sizeof *s);
     s2_buf path;
     s2_buf_init(&path);
@@ -34,8 +39,12 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
     s->op.ops = &read_ops;
     s2_completion_init(&s->readable);
     s->ropts = *opts;
+    s->encryption_key = opts->encryption_key ? strdup(opts->encryption_key) : NULL;
+    s->ropts.encryption_key = s->encryption_key;
     s->basin = strdup(basin);
-    if (!s->basin || s2_stream_records_path(stream, &path) != 0) goto nomem;
+    if (!s->basin || (opts->encryption_key && !s->encryption_key) ||
+        s2_stream_records_path(stream, &path) != 0)
+        goto nomem;
     s->path = (char *)path.data;
     s->op.basin = s->basin;
     s->op.refs = 2; /* the caller's handle and the runtime's list */
@@ -45,7 +54,10 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
     s2_runtime_ref(rt); /* dropped by s2_reader_op_free */
     return s;
 nomem:
-    if (s) free(s->basin);
+    if (s) {
+        free(s->basin);
+        s2_free_secret(s->encryption_key);
+    }
     free(s);
     s2_buf_free(&path);
     s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a read session");
@@ -84,6 +96,7 @@ void s2_reader_op_free(s2_op *op) {
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
     free(s->path);
+    s2_free_secret(s->encryption_key);
     s2_runtime *rt = s->op.rt;
     free(s);
     s2_runtime_unref(rt);
@@ -587,6 +600,7 @@ static int read_request(s2_op *op, s2_stream_request *req, s2_error *err) {
     s2_read_session *s = (s2_read_session *)op;
     req->method = "GET";
     req->accept_encoding = s->ropts.compression;
+    req->encryption_key = s->encryption_key;
     if (s2_reader_path(s, &req->path) != 0)
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a read stream");
     return 0;

@@ -1166,7 +1166,7 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_op *s, s2_error *err) {
                            : req.accept_encoding == S2_COMPRESSION_GZIP ? "gzip"
                                                                         : NULL;
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nva[9] = {
+    nghttp2_nv nva[10] = {
         NV(":method", req.method),
         NV(":scheme", scheme),
         NV(":authority", c->authority),
@@ -1178,6 +1178,10 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_op *s, s2_error *err) {
     size_t n = 7;
     if (!ep->basin_template) nva[n++] = (nghttp2_nv)NV("s2-basin", s->basin);
     if (encoding) nva[n++] = (nghttp2_nv)NV("accept-encoding", encoding);
+    if (req.encryption_key) { /* a secret: never put in the HPACK tables */
+        nva[n] = (nghttp2_nv)NV("s2-encryption-key", req.encryption_key);
+        nva[n++].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+    }
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(c->h2, NULL, nva, n, has_body ? &prd : NULL, s);

@@ -179,18 +179,29 @@ static void *http1_worker(void *arg) {
         b->next = NULL;
         s2_runtime_unlock(rt);
 
-        /* The batch is an S2S frame (maybe compressed): its payload is the protobuf body. */
+        /* The batch is an S2S frame (maybe compressed): its payload is the protobuf body.
+         * A compressed payload is a whole zstd frame or gzip member, so it goes out as it
+         * is, with Content-Encoding; a plain one as the decoder hands it out. */
         s2_frame f;
         s2_append_ack ack;
         int rc = -1;
         s2_frame_decoder_reset(&dec);
+        unsigned cc = b->frame.len > S2_FRAME_HEADER_LEN
+                          ? (b->frame.data[3] & S2_FRAME_COMPRESSION_MASK) >> 5
+                          : 0;
         if (s2_frame_feed(&dec, b->frame.data, b->frame.len, &err) == 0 &&
             s2_frame_next(&dec, &f, &err) == 1) {
             s2_request req = {
                 .method = "POST", .basin = s->basin, .path = s->path,
                 .content_type = "application/protobuf", .accept = "application/protobuf",
                 .body = f.payload, .body_len = f.len, .kind = S2_CALL_APPEND,
+                .encryption_key = s->encryption_key,
             };
+            if (cc) {
+                req.body = b->frame.data + S2_FRAME_HEADER_LEN;
+                req.body_len = b->frame.len - S2_FRAME_HEADER_LEN;
+                req.content_encoding = s2_compression_name((s2_compression)cc);
+            }
             s2_response resp;
             rc = s2_http_call(http, &req, &resp, &err);
             if (rc == 0) {
@@ -287,6 +298,11 @@ static void append_switch_http1(s2_op *op) {
 /* Allocates a session, not yet known to the runtime. */
 s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char *stream,
                                   const s2_session_options *opts, s2_error *err) {
+    if (opts->encryption_key && !s2_encryption_key_valid(opts->encryption_key)) {
+        s2_fail(err, S2_E_INVALID, "invalid", "encryption_key must be 1 to %u base64 characters",
+                S2_MAX_ENCRYPTION_KEY);
+        return NULL;
+    }
     s2_append_session *s = calloc(1, sizeof *s);
     s2_buf path;
     s2_buf_init(&path);
@@ -294,9 +310,13 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s->op.rt = rt;
     s->op.ops = &append_ops;
     s->opts = *opts;
+    s->encryption_key = opts->encryption_key ? strdup(opts->encryption_key) : NULL;
+    s->opts.encryption_key = s->encryption_key;
     s->basin = strdup(basin);
     s->stream = strdup(stream);
-    if (!s->basin || !s->stream || s2_stream_records_path(stream, &path) != 0) goto nomem;
+    if (!s->basin || !s->stream || (opts->encryption_key && !s->encryption_key) ||
+        s2_stream_records_path(stream, &path) != 0)
+        goto nomem;
     s->path = (char *)path.data;
     s->op.basin = s->basin;
     s->op.refs = 2; /* the caller's handle and the runtime's list */
@@ -308,6 +328,7 @@ nomem:
     if (s) {
         free(s->basin);
         free(s->stream);
+        s2_free_secret(s->encryption_key);
         free(s);
     }
     s2_buf_free(&path);
@@ -519,6 +540,7 @@ static void session_free(s2_append_session *s) {
     free(s->basin);
     free(s->stream);
     free(s->path);
+    s2_free_secret(s->encryption_key);
     s2_runtime *rt = s->op.rt;
     free(s);
     s2_runtime_unref(rt);
@@ -999,6 +1021,7 @@ static int append_request(s2_op *op, s2_stream_request *req, s2_error *err) {
     s2_append_session *s = (s2_append_session *)op;
     req->method = "POST";
     req->accept_encoding = s->opts.compression;
+    req->encryption_key = s->encryption_key;
     if (s2_buf_append_str(&req->path, s->path) != 0)
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a stream");
     return 0;

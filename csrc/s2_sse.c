@@ -25,6 +25,7 @@
 
 #include "s2_internal.h"
 #include "s2_sse_parse.h"
+#include "s2_unary.h"
 
 #define SSE_QUEUE_LIMIT (8u * 1024u * 1024u) /* decoded bytes waiting for the caller */
 #define SSE_IDLE_TIMEOUT 25L                 /* seconds without a byte (pings come every 5-15 s) */
@@ -169,7 +170,7 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *line, 
     if (!*ok) return NULL;
     struct curl_slist *n = curl_slist_append(list, line);
     if (!n) {
-        curl_slist_free_all(list);
+        s2_http_free_headers(list);
         *ok = false;
     }
     return n;
@@ -222,12 +223,17 @@ static void *sse_worker(void *arg) {
             snprintf(line, sizeof line, "s2-basin: %s", s->basin);
             hdrs = add_header(hdrs, line, &ok);
         }
+        if (s->encryption_key) { /* valid base64 (s2_read_session_new); the line is wiped */
+            snprintf(line, sizeof line, "s2-encryption-key: %s", s->encryption_key);
+            hdrs = add_header(hdrs, line, &ok);
+            s2_wipe(line, sizeof line);
+        }
         if (st.last_id[0]) { /* digits and commas only (s2_sse_parse_id) */
             snprintf(line, sizeof line, "last-event-id: %s", st.last_id);
             hdrs = add_header(hdrs, line, &ok);
         }
         if (rc != 0 || !ok) {
-            curl_slist_free_all(hdrs);
+            s2_http_free_headers(hdrs);
             s2_buf_free(&url);
             s2_fail(&err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
             stop_with(s, &err, false);
@@ -258,7 +264,7 @@ static void *sse_worker(void *arg) {
         long status = 0;
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-        curl_slist_free_all(hdrs);
+        s2_http_free_headers(hdrs);
         s2_buf_free(&url);
 
         s2_runtime_lock(rt);

@@ -33,6 +33,9 @@ int s2_http_attempt_setup(CURL *c, const s2_config *cfg, const s2_request *req,
 /* After the transfer ended with cr: 0 for a 2xx answer, else -1 with err classified. */
 int s2_http_attempt_finish(CURL *c, s2_http_attempt *a, CURLcode cr, s2_error *err);
 void s2_http_attempt_cleanup(CURL *c, s2_http_attempt *a);
+/* curl_slist_free_all with every line zeroed first: header lines may hold the encryption
+ * key (or the access token). */
+void s2_http_free_headers(struct curl_slist *list);
 /* Whether attempt number `attempts` (1-based) failing with err is tried again. */
 bool s2_http_should_retry(const s2_config *cfg, const s2_request *req, unsigned attempts,
                           const s2_error *err);

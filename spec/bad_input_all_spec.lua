@@ -322,6 +322,16 @@ for _, m in ipairs { "create_stream", "ensure_stream", "reconfigure_stream" } do
   case(("basin:%s(name, 42)"):format(m), function() return basin()[m](basin(), "s", 42) end,
     { "config" })
 end
+case("basin:stream(name, 42)", function() return basin():stream("s", 42) end, { "options" })
+case("basin:stream(name, { bogus = 1 })", function() return basin():stream("s", { bogus = 1 }) end,
+  { "bogus" })
+for _, v in ipairs { { "42", 42, "string" }, { "an empty string", "", "1 to 44" },
+                     { "45 characters", ("A"):rep(45), "1 to 44" },
+                     { "a newline inside", "AAAA\r\nx: y", "base64" }, { "a table", {}, "string" } } do
+  case("basin:stream(name, { encryption_key = " .. v[1] .. " })",
+    function() return basin():stream("s", { encryption_key = v[2] }) end,
+    { "encryption_key", v[3] })
+end
 case("basin:list_streams(42)", function() return basin():list_streams(42) end, { "options" })
 case("basin:list_streams{ bogus = 1 }", function() return basin():list_streams { bogus = 1 } end,
   { "bogus" })

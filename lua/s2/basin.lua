@@ -10,9 +10,31 @@ function Basin.new(client, name)
   return setmetatable({ client = client, name = name }, Basin)
 end
 
-function Basin:stream(name)
+local STREAM_OPTIONS = util.set { "encryption_key" }
+
+-- An s2-encryption-key value as the SDKs take it: trimmed, 1 to 44 characters (base64 of
+-- 32 bytes), and here also only the base64 alphabet (it goes into a header). The key itself
+-- never goes into the message.
+local function check_encryption_key(fname, key)
+  if key == nil then return nil end
+  if type(key) ~= "string" then
+    error(("%s: encryption_key must be a string (base64), got %s"):format(fname, type(key)), 3)
+  end
+  local trimmed = key:match("^%s*(.-)%s*$")
+  if #trimmed < 1 or #trimmed > core.MAX_ENCRYPTION_KEY or trimmed:find("[^A-Za-z0-9+/=]") then
+    error(("%s: encryption_key must be 1 to %d characters of base64 (A-Z a-z 0-9 + / =), "
+      .. "got %d characters%s"):format(fname, core.MAX_ENCRYPTION_KEY, #trimmed,
+        trimmed:find("[^A-Za-z0-9+/=]") and " with some outside that alphabet" or ""), 3)
+  end
+  return trimmed
+end
+
+--- A handle on one stream. opts.encryption_key: the base64 key of an encrypted stream, sent
+-- (as s2-encryption-key) with every append and read of this handle.
+function Basin:stream(name, opts)
   util.check_string("basin:stream", "name", name, 2)
-  return stream_mod.new(self, name)
+  opts = util.check_options("basin:stream", opts, STREAM_OPTIONS, 2)
+  return stream_mod.new(self, name, check_encryption_key("basin:stream", opts.encryption_key))
 end
 
 local function stream_path(name)

@@ -56,6 +56,7 @@ function Producer.open(stream, opts)
     max_inflight_bytes = max_inflight, idempotent = opts.idempotent and true or false,
     match_seq_num = match_seq_num, fencing_token = opts.fencing_token,
     compression = client.compression, http1 = client.force_http1,
+    encryption_key = require("s2.stream")._encryption_key(stream),
   })
   if not handle then return nil, err end
   return setmetatable({ _core = handle, stream = stream, closed = false }, Producer)

@@ -20,6 +20,7 @@ function Reader.open(stream, opts)
   for k, v in pairs(opts) do copy[k] = v end
   copy.compression = client.compression
   copy.http1 = client.force_http1
+  copy.encryption_key = require("s2.stream")._encryption_key(stream)
   local ok, handle, err = pcall(client.core.read_session, client.core, stream.basin.name,
     stream.name, copy)
   if not ok then error(F .. ": " .. tostring(handle), 3) end

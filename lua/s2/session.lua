@@ -29,6 +29,7 @@ function Session.open(stream, opts)
     max_inflight_batches = max_batches,
     compression = client.compression,
     http1 = client.force_http1,
+    encryption_key = require("s2.stream")._encryption_key(stream),
   })
   if not core then return nil, err end
   return setmetatable({ _core = core, stream = stream, closed = false }, Session)

@@ -5,8 +5,36 @@ local await = require "s2.await"
 local Stream = {}
 Stream.__index = Stream
 
-function Stream.new(basin, name)
-  return setmetatable({ basin = basin, client = basin.client, name = name }, Stream)
+-- Each stream's encryption key, kept out of its fields so that printing or dumping a stream
+-- (or a session, reader or producer holding it) never shows it. Weak: it goes with the stream.
+local keys = setmetatable({}, { __mode = "k" })
+
+function Stream.new(basin, name, encryption_key)
+  local self = setmetatable({ basin = basin, client = basin.client, name = name }, Stream)
+  keys[self] = encryption_key
+  return self
+end
+
+--- The stream's encryption key, or nil (for s2.session, s2.reader and s2.producer).
+function Stream._encryption_key(stream)
+  return keys[stream]
+end
+
+function Stream:__tostring()
+  return ("s2.stream(%s/%s%s)"):format(self.basin.name, self.name,
+    keys[self] and ", with an encryption key" or "")
+end
+
+-- opts for a core call: a copy with the encryption key (and `extra`) added, or opts itself
+-- when there is nothing to add (the caller's table is never changed).
+local function core_opts(self, opts, extra)
+  local key = keys[self]
+  if key == nil and extra == nil then return opts end
+  local copy = {}
+  for k, v in pairs(opts or {}) do copy[k] = v end
+  copy.encryption_key = key
+  for k, v in pairs(extra or {}) do copy[k] = v end
+  return copy
 end
 
 local APPEND_OPTIONS = util.set { "match_seq_num", "fencing_token" }
@@ -25,8 +53,11 @@ function Stream:append(records, opts)
   end
   local can, cerr = await.can_wait()
   if not can then return nil, cerr end
+  -- With compression on, the body goes out compressed (Content-Encoding), as the SDKs send it.
+  local compression = self.client.compression
   local ok, call, err = pcall(self.client.core.append, self.client.core, self.basin.name,
-    self.name, records, opts)
+    self.name, records, core_opts(self, opts,
+      compression ~= "none" and { compression = compression } or nil))
   if not ok then error("stream:append: " .. tostring(call), 2) end
   if not call then return nil, err end
   return await.call(call)
@@ -42,7 +73,7 @@ function Stream:read(opts)
   local can, cerr = await.can_wait()
   if not can then return nil, cerr end
   local ok, call, err = pcall(self.client.core.read, self.client.core, self.basin.name,
-    self.name, opts)
+    self.name, core_opts(self, opts))
   if not ok then error("stream:read: " .. tostring(call), 2) end
   if not call then return nil, err end
   local batch, rerr = await.call(call)
