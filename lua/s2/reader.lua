@@ -3,6 +3,7 @@
 local util = require "s2.util"
 local await = require "s2.await"
 local errors = require "s2.error"
+local deliver = require("s2.events").deliver
 
 local Reader = {}
 Reader.__index = Reader
@@ -77,6 +78,7 @@ end
 
 --- Counters and state: caught_up, tail, ended, delivered, reconnects.
 function Reader:status()
+  deliver()
   return self._core:status()
 end
 
@@ -85,6 +87,7 @@ function Reader:close()
     self.closed = true
     self._core:close()
   end
+  deliver()
   return true
 end
 Reader.__close = Reader.close
