@@ -214,7 +214,11 @@ static void reader_fail(s2_read_session *s, const s2_error *err) {
     drop_stream(s);
     s2_runtime_lock(s->op.rt);
     bool live = s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED;
-    if (live) {
+    s2_runtime_unlock(s->op.rt);
+    /* Before the caller is woken: it finds the event queued. */
+    if (live) s2_event_session_failed(READER_EVENTS(s), READER_SRC(s), err);
+    s2_runtime_lock(s->op.rt);
+    if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
@@ -222,7 +226,6 @@ static void reader_fail(s2_read_session *s, const s2_error *err) {
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
     s->retry_at = 0;
-    if (live) s2_event_session_failed(READER_EVENTS(s), READER_SRC(s), err);
 }
 
 static void attempt_failed(s2_read_session *s, const s2_error *err) {

@@ -231,9 +231,9 @@ static void *http1_worker(void *arg) {
             if (s->report_loss) loss = (s2_loss){1, b->num_records};
         } else {
             /* Later batches must not land after a gap: the session fails with this batch. */
+            s2_event_session_failed(SESSION_EVENTS(s), EVENT_SRC(s), &err); /* before waking */
             ticket_fail(b->ticket, &err);
             dropped = fail_locked(s, &err, &loss);
-            s2_event_session_failed(SESSION_EVENTS(s), EVENT_SRC(s), &err);
             if (s->report_loss) {
                 loss.batches++;
                 loss.records += b->num_records;
@@ -605,10 +605,14 @@ static void session_fail(s2_append_session *s, const s2_error *err) {
     s2_loss loss;
     s2_runtime_lock(s->op.rt);
     bool live = s->state != S2_SESSION_FAILED && s->state != S2_SESSION_CLOSED;
+    s2_runtime_unlock(s->op.rt);
+    /* Before the tickets fail: whoever they wake finds the event queued. Not for the
+     * client's own close or drain. */
+    if (live && err->kind != S2_E_CLOSED)
+        s2_event_session_failed(SESSION_EVENTS(s), EVENT_SRC(s), err);
+    s2_runtime_lock(s->op.rt);
     s2_batch *pending = fail_locked(s, err, &loss);
     s2_runtime_unlock(s->op.rt);
-    if (live && err->kind != S2_E_CLOSED) /* not the client's own close or drain */
-        s2_event_session_failed(SESSION_EVENTS(s), EVENT_SRC(s), err);
     report_loss(s, &loss, err);
     free_list(pending);
     free_list(s->inflight_head);

@@ -148,18 +148,22 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
 #define SSE_SRC(s) (&(s2_event_src){"read_session", (s)->basin, NULL, NULL, (s)->path})
 
 static void stop_with(s2_read_session *s, const s2_error *err, bool ended) {
+    if (!ended) { /* before the caller is woken: it finds the event queued */
+        s2_runtime_lock(s->op.rt);
+        bool open = s->state == S2_SESSION_OPEN;
+        s2_runtime_unlock(s->op.rt);
+        if (open) s2_event_session_failed(SSE_EVENTS(s), SSE_SRC(s), err);
+    }
     s2_runtime_lock(s->op.rt);
-    bool failed = !ended && s->state == S2_SESSION_OPEN;
     if (ended) {
         s->rstatus.ended = true;
-    } else if (failed) {
+    } else if (s->state == S2_SESSION_OPEN) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
     s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
-    if (failed) s2_event_session_failed(SSE_EVENTS(s), SSE_SRC(s), err);
 }
 
 /* True when the read's own count or bytes limit is met: nothing is left to resume (and a

@@ -38,7 +38,11 @@ function Reader:next(timeout)
   while true do
     local left = deadline and math.max(0, deadline - require("s2.core").now())
     local ok, err = await.wait(h, left)
-    if ok == "block" then return h:next(left) end
+    if ok == "block" then
+      local record, rerr = h:next(left)
+      deliver()
+      return record, rerr
+    end
     if not ok then
       if err.code == "timeout" then
         return nil, errors.new("timeout", ("no record within %.3f s"):format(timeout),
