@@ -248,15 +248,13 @@ void s2_event_session_failed(s2_events *q, const s2_event_src *src, const s2_err
     push(q, &e);
 }
 
-void s2_event_records_discarded(s2_events *q, const char *basin, const char *stream,
-                                uint64_t records, uint64_t batches, const s2_error *err) {
+void s2_event_records_discarded(s2_events *q, const s2_event_src *src, uint64_t records,
+                                uint64_t batches, const s2_error *err) {
     if (!batches) return;
     s2_event e;
     memset(&e, 0, sizeof e);
     e.type = S2_EVENT_RECORDS_DISCARDED;
-    COPY(e.what, "append_session");
-    COPY(e.basin, basin);
-    COPY(e.stream, stream);
+    fill_src(&e, src);
     e.count = records;
     e.batches = batches;
     fill_error(&e, err);

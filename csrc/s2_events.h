@@ -103,7 +103,7 @@ void s2_event_connection(s2_events *q, s2_event_type type, const char *host,
 void s2_event_session_failed(s2_events *q, const s2_event_src *src, const s2_error *err);
 /* Records of a session that nobody watches any more were dropped: queued for the handler,
  * or (no handler, the client gone, the queue full) written to stderr as one line. */
-void s2_event_records_discarded(s2_events *q, const char *basin, const char *stream,
-                                uint64_t records, uint64_t batches, const s2_error *err);
+void s2_event_records_discarded(s2_events *q, const s2_event_src *src, uint64_t records,
+                                uint64_t batches, const s2_error *err);
 
 #endif /* S2_EVENTS_H */

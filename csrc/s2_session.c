@@ -558,8 +558,8 @@ static void reset_stream_state(s2_append_session *s) {
  * must not stall the client). */
 static void report_loss(const s2_append_session *s, const s2_loss *loss, const s2_error *err) {
     /* A records_discarded event for the client's handler, or else the stderr line. */
-    s2_event_records_discarded(SESSION_EVENTS(s), s->basin, s->stream, loss->records,
-                               loss->batches, err);
+    s2_event_records_discarded(SESSION_EVENTS(s), EVENT_SRC(s), loss->records, loss->batches,
+                               err);
 }
 
 static void count_loss(const s2_batch *b, s2_loss *loss) {

@@ -6,6 +6,7 @@
 local H = require "helper"
 local F = require "support.fault_server"
 local child = require "support.child"
+local P = require "support.fault_proxy"
 
 local TOKEN = "tok-SECRET-4f1c9e" -- no event may carry it
 
@@ -278,16 +279,23 @@ print("done")
   end)
 
   it("reports records discarded at exit on stderr (no handler can run then)", function()
-    server:command("blackhole_acks") -- applied, never acked
-    local r = run_child [[
-local client = new_client { drain_timeout = 0.3 }
-local stream = client:basin("fault-basin"):stream("lost-exit")
+    -- s2-lite behind a proxy that passes nothing back: no ack ever comes
+    local lite = H.client()
+    local basin = H.new_basin(lite, "evexit")
+    local proxy = P.start { target = H.endpoint():match("^http://(.*)$") }
+    proxy:command("stall 600000")
+    local r = run_child(([[
+local client = new_client { account_endpoint = %q, basin_endpoint = %q, request_timeout = 60,
+                            drain_timeout = 0.3 }
+local stream = client:basin(%q):stream("lost-exit")
 local session = assert(stream:append_session())
 assert(session:submit { "a", "b", "c" })
 -- the script ends: lua_close collects the client, the drain runs out
-]]
+]]):format(proxy.endpoint, proxy.endpoint, basin.name))
+    proxy:stop()
+    lite:close()
     assert.are.equal(0, r.status, r.stderr)
-    assert.is_truthy(r.stderr:find('s2: 3 records in 1 batch for stream "lost-exit" of basin "fault-basin" were not acknowledged', 1, true), r.stderr)
+    assert.is_truthy(r.stderr:find(('s2: 3 records in 1 batch for stream "lost-exit" of basin "%s" were not acknowledged'):format(basin.name), 1, true), r.stderr)
     assert.is_falsy(r.stdout:find("records_discarded", 1, true), r.stdout)
   end)
 

@@ -60,13 +60,15 @@ local function deliver_client(client)
   return #list
 end
 
+local function deliver_all()
+  for client in pairs(clients) do deliver_client(client) end
+end
+
 --- Delivers what every client has queued. Cheap when nobody has a handler.
 function M.deliver()
   if delivering or (not logger and not any_handler) then return end
   delivering = true
-  local ok, err = pcall(function()
-    for client in pairs(clients) do deliver_client(client) end
-  end)
+  local ok, err = pcall(deliver_all)
   delivering = false
   if not ok then error(err, 0) end -- only a take_events failure (no memory) gets here
 end
