@@ -30,7 +30,7 @@ override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(LU
 
 CORE_SRCS = csrc/s2_buf.c csrc/s2_json.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c csrc/s2_endpoint.c \
             csrc/s2_http.c csrc/s2_retry.c csrc/s2_session.c csrc/s2_producer.c csrc/s2_reader.c csrc/s2_sse.c csrc/s2_sse_parse.c \
-            csrc/s2_runtime.c csrc/s2_call.c csrc/s2_notice.c
+            csrc/s2_runtime.c csrc/s2_call.c csrc/s2_notice.c csrc/s2_events.c
 BIND_SRCS = csrc/lua_s2.c csrc/lua_s2_conv.c csrc/lua_s2_codec.c csrc/lua_s2_client.c csrc/lua_s2_session.c \
             csrc/lua_s2_producer.c csrc/lua_s2_ticket.c csrc/lua_s2_reader.c csrc/lua_s2_call.c
 SRCS      = $(CORE_SRCS) $(BIND_SRCS)

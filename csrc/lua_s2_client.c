@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "lua_s2.h"
+#include "s2_events.h"
 
 /* A client: its runtime (made with the client; its I/O thread starts with the first call
  * or session) belongs to the process that made it. */
@@ -22,7 +23,9 @@ struct s2l_client {
 static void client_after_fork(s2l_client *c) {
     if (c->pid == s2_process_id()) return;
     s2_error err;
+    s2_runtime *parent = c->rt;
     c->rt = c->rt ? s2_runtime_new(s2_runtime_config(c->rt), &err) : NULL;
+    if (c->rt) s2_events_enable(s2_runtime_events(c->rt), s2_events_on(s2_runtime_events(parent)));
     c->pid = s2_process_id();
 }
 
@@ -326,7 +329,83 @@ static int l_client_progress_fd(lua_State *L) {
     return 1;
 }
 
+/* ---- events (s2_events.h): the Lua side (lua/s2/events.lua) delivers them ---- */
+
+/* client:events_enable(on): queue events (a handler exists) or not (what waits is dropped). */
+static int l_client_events_enable(lua_State *L) {
+    s2l_client *c = client_any(L);
+    s2_events_enable(s2_runtime_events(c->rt), lua_toboolean(L, 2));
+    return 0;
+}
+
+static const char *const EVENT_TYPES[] = {
+    [S2_EVENT_RETRY] = "retry",
+    [S2_EVENT_RECONNECT] = "reconnect",
+    [S2_EVENT_CONNECTION_OPENED] = "connection_opened",
+    [S2_EVENT_CONNECTION_RETIRED] = "connection_retired",
+    [S2_EVENT_SESSION_FAILED] = "session_failed",
+    [S2_EVENT_RECORDS_DISCARDED] = "records_discarded",
+    [S2_EVENT_EVENTS_DROPPED] = "events_dropped",
+};
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+    if (!v[0]) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_event(lua_State *L, const s2_event *e) {
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, EVENT_TYPES[e->type]);
+    lua_setfield(L, -2, "type");
+    lua_pushnumber(L, e->time);
+    lua_setfield(L, -2, "time");
+    set_str(L, "what", e->what);
+    set_str(L, "basin", e->basin);
+    set_str(L, "stream", e->stream);
+    set_str(L, "method", e->method);
+    set_str(L, "path", e->path);
+    set_str(L, "host", e->host);
+    set_str(L, "http", e->http);
+    set_str(L, "reason", e->reason);
+    if (e->type == S2_EVENT_RETRY) {
+        s2l_set_int(L, "attempt", e->attempt);
+        s2l_set_int(L, "max_attempts", e->max_attempts);
+        lua_pushnumber(L, e->delay);
+        lua_setfield(L, -2, "delay");
+    }
+    if (e->has_error) {
+        set_str(L, "code", e->code);
+        set_str(L, "message", e->message);
+        if (e->status) s2l_set_int(L, "status", (uint64_t)e->status);
+    }
+    if (e->type == S2_EVENT_RECORDS_DISCARDED) {
+        s2l_set_int(L, "count", e->count);
+        s2l_set_int(L, "batches", e->batches);
+    }
+    if (e->type == S2_EVENT_EVENTS_DROPPED) s2l_set_int(L, "count", e->count);
+}
+
+/* client:take_events() -> { event, ... } | nil (nothing queued): cheap when empty. */
+static int l_client_take_events(lua_State *L) {
+    s2l_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (!c->rt || c->pid != s2_process_id()) return 0;
+    s2_events *q = s2_runtime_events(c->rt);
+    s2_event *list = s2_events_take(q);
+    if (!list) return 0;
+    lua_newtable(L);
+    lua_Integer i = 0;
+    for (s2_event *e = list; e; e = e->next) {
+        push_event(L, e); /* may raise (no memory): the list leaks then, a few KiB at most */
+        lua_rawseti(L, -2, ++i);
+    }
+    s2_events_list_free(list);
+    return 1;
+}
+
 static const luaL_Reg client_methods[] = {
+    {"events_enable", l_client_events_enable},
+    {"take_events", l_client_take_events},
     {"progress", l_client_progress},
     {"progress_fd", l_client_progress_fd},
     {"progress_notice", l_client_progress_notice},

@@ -14,6 +14,8 @@
  *   s2_runtime.c   the I/O thread: epoll loop, timers, HTTP/2 connections (nghttp2, TLS);
  *                  runs operations through their ops tables (s2_internal.h)
  *   s2_notice.c    completions: eventfds and the notice socket (s2_wait.h)
+ *   s2_events.c    observability events: a bounded queue per runtime (s2_events.h), filled
+ *                  by the layers above, drained by the binding
  *   s2_call.c      unary calls as an operation of the I/O thread (libcurl multi)
  *   s2_session.c   append sessions (HTTP/2 stream, or HTTP/1.1 worker), tickets
  *   s2_producer.c  the producer: owns an append session, hooks on it
@@ -27,6 +29,7 @@
  * Dependencies point one way (scripts/check-layers.sh fails on a circle):
  *   codecs (buf, json, error, proto, frame, endpoint, sse_parse) <- retry <- http, notice
  *     <- runtime <- { call ; session <- producer ; reader <- sse } <- binding
+ *   events (a leaf: libc only) <- runtime, call, session, reader, sse, binding
  * The runtime knows operations only through their ops tables (s2_internal.h): unary calls
  * (one driver per client), append sessions (HTTP/2 or HTTP/1.1), read sessions (HTTP/2 or
  * SSE). The notice socket sits below it: it is given the runtime's lock and epoll fd.

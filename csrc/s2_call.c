@@ -294,7 +294,11 @@ static void attempt_done(s2_calls *d, s2_call *c, CURLcode cr) {
     bool abandoned = c->abandoned;
     s2_runtime_unlock(d->rt);
     if (!abandoned && s2_http_should_retry(s2_runtime_config(d->rt), &c->req, c->attempts, &err)) {
-        c->retry_at = s2_now() + s2_runtime_backoff(d->rt, c->attempts - 1, err.retry_after_ms);
+        double delay = s2_runtime_backoff(d->rt, c->attempts - 1, err.retry_after_ms);
+        c->retry_at = s2_now() + delay;
+        s2_event_retry(s2_runtime_events(d->rt),
+                       &(s2_event_src){"unary", c->req.basin, NULL, c->req.method, c->req.path},
+                       c->attempts, s2_runtime_config(d->rt)->max_attempts, delay, &err);
         list_push(&d->retrying, c);
         return;
     }

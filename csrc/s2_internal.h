@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "s2.h"
+#include "s2_events.h"
 #include "s2_wait.h"
 
 typedef struct s2_conn s2_conn;

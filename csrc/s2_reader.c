@@ -219,8 +219,17 @@ bool s2_read_session_ready(s2_read_session *s) {
     return ready;
 }
 
+/* The client's event queue, and who a read session's events are about (s2_events.h). */
+#define READER_EVENTS(s) s2_runtime_events((s)->op.rt)
+#define READER_SRC(s) (&(s2_event_src){"read_session", (s)->basin, NULL, NULL, (s)->path})
+
 static void reader_fail(s2_read_session *s, const s2_error *err) {
     drop_stream(s);
+    s2_runtime_lock(s->op.rt);
+    bool live = s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED;
+    s2_runtime_unlock(s->op.rt);
+    /* Before the caller is woken: it finds the event queued. */
+    if (live) s2_event_session_failed(READER_EVENTS(s), READER_SRC(s), err);
     s2_runtime_lock(s->op.rt);
     if (s->state != S2_SESSION_CLOSED && s->state != S2_SESSION_FAILED) {
         s->state = S2_SESSION_FAILED;
@@ -245,6 +254,7 @@ static void attempt_failed(s2_read_session *s, const s2_error *err) {
         s2_runtime_lock(s->op.rt);
         s->rstatus.reconnects++;
         s2_runtime_unlock(s->op.rt);
+        s2_event_reconnect(READER_EVENTS(s), READER_SRC(s), "server_draining", err);
         return;
     }
     drop_stream(s);
@@ -253,11 +263,14 @@ static void attempt_failed(s2_read_session *s, const s2_error *err) {
         reader_fail(s, &final);
         return;
     }
-    s->retry_at = s2_now() + s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
+    double delay = s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
+    s->retry_at = s2_now() + delay;
     s->attempt++;
     s2_runtime_lock(s->op.rt);
     s->rstatus.reconnects++;
     s2_runtime_unlock(s->op.rt);
+    s2_event_retry(READER_EVENTS(s), READER_SRC(s), s->attempt, cfg->max_attempts, delay, err);
+    s2_event_reconnect(READER_EVENTS(s), READER_SRC(s), "retry", err);
 }
 
 /* The server offered no HTTP/2: the opener's HTTP/1.1 transport continues (from where
@@ -464,6 +477,7 @@ static void read_on_data(s2_op *op, const uint8_t *p, size_t n) {
             s2_runtime_lock(s->op.rt);
             s->rstatus.reconnects++;
             s2_runtime_unlock(s->op.rt);
+            s2_event_reconnect(READER_EVENTS(s), READER_SRC(s), "reconnect_advised", NULL);
             return;
         }
     }

@@ -91,6 +91,9 @@ struct s2_conn {
     double last_write;   /* when the socket last took bytes (write stalls) */
     double ping_sent_at; /* an unanswered keep-alive PING went out then; 0: none */
     s2_error failure;    /* why it died (CONN_DEAD): for a session that never saw conn_fail */
+    bool was_ready;      /* it got to CONN_READY: its end is a connection_retired event */
+    bool failed;         /* conn_fail ran: failure says why */
+    const char *retired; /* why it takes no new streams or died (static), for that event */
 };
 
 struct s2_runtime {
@@ -127,6 +130,7 @@ struct s2_runtime {
     pthread_t thread; /* set once, when started */
     s2_op *unary;        /* under mu: the unary calls' driver (s2_call.c), an op like any */
     s2_notices *notices; /* under mu: the notice socket (OpenResty), made on request */
+    s2_events *events;   /* the event queue; its own lock (s2_events.c) */
 
     /* I/O */
     s2_conn *conns;
@@ -247,6 +251,8 @@ double s2_runtime_backoff(s2_runtime *rt, unsigned retry, uint64_t retry_after_m
     return s2_backoff_with(&rt->cfg, retry, retry_after_ms, &rt->rng);
 }
 
+s2_events *s2_runtime_events(s2_runtime *rt) { return rt->events; }
+
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
 s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
@@ -277,7 +283,7 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->wakefd, &ev);
-    if (!(rt->notices = s2_notices_new(&rt->mu, rt->epfd))) {
+    if (!(rt->notices = s2_notices_new(&rt->mu, rt->epfd)) || !(rt->events = s2_events_new())) {
         s2_runtime_free(rt);
         goto nomem_freed;
     }
@@ -420,6 +426,7 @@ void s2_runtime_unref(s2_runtime *rt) {
     if (rt->progress_fd >= 0) close(rt->progress_fd);
     if (rt->ssl_ctx) SSL_CTX_free(rt->ssl_ctx);
     s2_notices_free(rt->notices);
+    s2_events_free(rt->events);
     pthread_mutex_destroy(&rt->mu);
     pthread_cond_destroy(&rt->cond);
     free(rt->access_token);
@@ -517,6 +524,7 @@ bool s2_runtime_drain(s2_runtime *rt, const char *why) {
 
 void s2_runtime_release(s2_runtime *rt, const char *why) {
     if (!rt || !s2_runtime_owned(rt)) return;
+    s2_events_retire(rt->events); /* no handler can run any more: losses go to stderr */
     double timeout = rt->cfg.drain_timeout > 0 ? rt->cfg.drain_timeout : 0;
     s2_runtime_lock(rt);
     bool running = rt->started && !rt->stopping && !rt->orphaned;
@@ -573,6 +581,7 @@ static void drain_at_exit(void) {
     live_exiting = true;
     for (s2_runtime *rt = live_head; rt; rt = rt->live_next) {
         if (!s2_runtime_owned(rt)) continue;
+        s2_events_retire(rt->events);
         s2_runtime_drain(rt, "the process exited");
         s2_runtime_shutdown(rt);
     }
@@ -597,6 +606,8 @@ static void conn_fail(s2_conn *c, const s2_error *err) {
     if (c->state == CONN_DEAD) return;
     c->state = CONN_DEAD;
     c->failure = *err;
+    c->failed = true;
+    if (!c->retired) c->retired = "error";
     s2_runtime_lock(c->rt);
     s2_op *list = c->rt->ops;
     s2_runtime_unlock(c->rt);
@@ -605,6 +616,9 @@ static void conn_fail(s2_conn *c, const s2_error *err) {
 }
 
 static void conn_free(s2_conn *c) {
+    if (c->was_ready)
+        s2_event_connection(c->rt->events, S2_EVENT_CONNECTION_RETIRED, c->authority, "2",
+                            c->retired ? c->retired : "closed", c->failed ? &c->failure : NULL);
     s2_runtime_lock(c->rt);
     c->rt->stats.connections_open--;
     s2_runtime_unlock(c->rt);
@@ -642,6 +656,7 @@ static ssize_t conn_write(s2_conn *c, const uint8_t *p, size_t n) {
 }
 
 static void conn_lost(s2_conn *c, const char *what) {
+    if (!c->retired) c->retired = "lost";
     s2_error err;
     s2_fail(&err, S2_E_CONNECTION, "connection_failed", "connection to %s lost: %s",
             c->authority, what);
@@ -751,7 +766,10 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *ud) {
     (void)h2;
     s2_conn *c = ud;
-    if (frame->hd.type == NGHTTP2_GOAWAY) c->goaway = true; /* no new streams here */
+    if (frame->hd.type == NGHTTP2_GOAWAY) { /* no new streams here */
+        c->goaway = true;
+        if (!c->retired) c->retired = "goaway";
+    }
     if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK))
         c->ping_sent_at = 0;
     return 0;
@@ -794,6 +812,8 @@ static int conn_start_h2(s2_conn *c, s2_error *err) {
     c->state = CONN_READY;
     c->connect_deadline = 0;
     c->last_recv = c->last_write = s2_now();
+    c->was_ready = true;
+    s2_event_connection(c->rt->events, S2_EVENT_CONNECTION_OPENED, c->authority, "2", NULL, NULL);
     return 0;
 nomem:
     return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory starting HTTP/2");
@@ -1209,7 +1229,10 @@ void s2_runtime_consume(s2_runtime *rt, s2_op *s, size_t n) {
 
 void s2_runtime_retire_conn(s2_runtime *rt, s2_op *s) {
     (void)rt;
-    if (s->conn) s->conn->goaway = true;
+    if (s->conn) {
+        s->conn->goaway = true;
+        if (!s->conn->retired) s->conn->retired = "draining";
+    }
 }
 
 void s2_runtime_resume_stream(s2_runtime *rt, s2_op *s) {
@@ -1331,8 +1354,10 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
     if (c->state != CONN_READY) return;
     double limit = ping_timeout(rt);
     if (c->ping_sent_at && now - c->ping_sent_at >= limit) {
+        if (!c->retired) c->retired = "ping_timeout";
         conn_timed_out(c, "no answer to a PING", limit);
     } else if (c->out_off < c->out.len && now - c->last_write >= limit) {
+        if (!c->retired) c->retired = "write_stall";
         conn_timed_out(c, "the server took no bytes", limit);
     } else if (!c->ping_sent_at && now >= conn_next_check(rt, c, conn_owes_acks(rt, c))) {
         if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
@@ -1428,7 +1453,10 @@ static void *io_main(void *arg) {
     /* The connections (TLS included) go before io_done too: at exit, the process tears
      * OpenSSL down as soon as io_done is seen, and a detached (orphaned) thread still
      * freeing an SSL then would race it. */
-    for (s2_conn *c = rt->conns; c; c = c->next) c->state = CONN_DEAD;
+    for (s2_conn *c = rt->conns; c; c = c->next) {
+        if (!c->retired) c->retired = "closed";
+        c->state = CONN_DEAD;
+    }
     reap_conns(rt);
     OPENSSL_thread_stop(); /* its thread-local state, instead of at thread exit (likewise) */
     s2_runtime_lock(rt);

@@ -115,6 +115,12 @@ static void report_loss(const s2_append_session *s, const s2_loss *loss, const s
 static void reset_stream_state(s2_append_session *s);
 static const s2_op_ops append_ops, append_http1_ops;
 
+/* The client's event queue, and who this session's events are about (s2_events.h). */
+#define SESSION_EVENTS(s) s2_runtime_events((s)->op.rt)
+#define EVENT_SRC(s)                                                                          \
+    (&(s2_event_src){(s)->hooks.seal_locked ? "producer" : "append_session", (s)->basin,      \
+                     (s)->stream, NULL, NULL})
+
 /* The owner's hooks (the producer's), when set. */
 static void seal_locked(s2_append_session *s) { /* under mu */
     if (s->hooks.seal_locked) s->hooks.seal_locked(s->hooks.ud);
@@ -236,6 +242,7 @@ static void *http1_worker(void *arg) {
             if (s->report_loss) loss = (s2_loss){1, b->num_records};
         } else {
             /* Later batches must not land after a gap: the session fails with this batch. */
+            s2_event_session_failed(SESSION_EVENTS(s), EVENT_SRC(s), &err); /* before waking */
             ticket_fail(b->ticket, &err);
             dropped = fail_locked(s, &err, &loss);
             if (s->report_loss) {
@@ -572,12 +579,9 @@ static void reset_stream_state(s2_append_session *s) {
  * are unreachable, so this is the only trace of the loss. Outside mu (a full stderr pipe
  * must not stall the client). */
 static void report_loss(const s2_append_session *s, const s2_loss *loss, const s2_error *err) {
-    if (!loss->batches) return;
-    fprintf(stderr,
-            "s2: %zu record%s in %zu batch%s for stream \"%s\" of basin \"%s\" were not "
-            "acknowledged and are dropped (they may not have been written): %s\n",
-            loss->records, loss->records == 1 ? "" : "s", loss->batches,
-            loss->batches == 1 ? "" : "es", s->stream, s->basin, err->message);
+    /* A records_discarded event for the client's handler, or else the stderr line. */
+    s2_event_records_discarded(SESSION_EVENTS(s), EVENT_SRC(s), loss->records, loss->batches,
+                               err);
 }
 
 static void count_loss(const s2_batch *b, s2_loss *loss) {
@@ -621,6 +625,13 @@ static s2_batch *fail_locked(s2_append_session *s, const s2_error *err, s2_loss 
 static void session_fail(s2_append_session *s, const s2_error *err) {
     s2_runtime_cancel_stream(s->op.rt, &s->op);
     s2_loss loss;
+    s2_runtime_lock(s->op.rt);
+    bool live = s->state != S2_SESSION_FAILED && s->state != S2_SESSION_CLOSED;
+    s2_runtime_unlock(s->op.rt);
+    /* Before the tickets fail: whoever they wake finds the event queued. Not for the
+     * client's own close or drain. */
+    if (live && err->kind != S2_E_CLOSED)
+        s2_event_session_failed(SESSION_EVENTS(s), EVENT_SRC(s), err);
     s2_runtime_lock(s->op.rt);
     s2_batch *pending = fail_locked(s, err, &loss);
     s2_runtime_unlock(s->op.rt);
@@ -681,6 +692,7 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         s2_runtime_lock(s->op.rt);
         s->stats.reconnects++;
         s2_runtime_unlock(s->op.rt);
+        s2_event_reconnect(SESSION_EVENTS(s), EVENT_SRC(s), "server_draining", err);
         return;
     }
     s2_error final = *err;
@@ -688,12 +700,15 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         session_fail(s, &final);
         return;
     }
-    s->retry_at = s2_now() + s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
+    double delay = s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
+    s->retry_at = s2_now() + delay;
     s->attempt++;
     s->resend = true;
     s2_runtime_lock(s->op.rt);
     s->stats.reconnects++;
     s2_runtime_unlock(s->op.rt);
+    s2_event_retry(SESSION_EVENTS(s), EVENT_SRC(s), s->attempt, cfg->max_attempts, delay, err);
+    s2_event_reconnect(SESSION_EVENTS(s), EVENT_SRC(s), "retry", err);
 }
 
 static void append_service(s2_op *op) {
@@ -810,6 +825,7 @@ static void append_check_timers(s2_op *op, double now) {
             s2_runtime_lock(s->op.rt);
             s->stats.reconnects++;
             s2_runtime_unlock(s->op.rt);
+            s2_event_reconnect(SESSION_EVENTS(s), EVENT_SRC(s), "stream_ended", NULL);
             return;
         }
         s2_runtime_lock(s->op.rt);
@@ -940,6 +956,7 @@ static void append_on_stream_close(s2_op *op, uint32_t h2_error) {
         s2_runtime_lock(s->op.rt);
         s->stats.reconnects++;
         s2_runtime_unlock(s->op.rt);
+        s2_event_reconnect(SESSION_EVENTS(s), EVENT_SRC(s), "reconnect_advised", NULL);
         return;
     } else if (s->inflight_head) {
         s2_fail(&err, S2_E_CONNECTION, "connection_failed",

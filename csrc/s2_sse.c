@@ -144,7 +144,17 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
     return stop ? 1 : 0;
 }
 
+/* The client's event queue, and who a read session's events are about (s2_events.h). */
+#define SSE_EVENTS(s) s2_runtime_events((s)->op.rt)
+#define SSE_SRC(s) (&(s2_event_src){"read_session", (s)->basin, NULL, NULL, (s)->path})
+
 static void stop_with(s2_read_session *s, const s2_error *err, bool ended) {
+    if (!ended) { /* before the caller is woken: it finds the event queued */
+        s2_runtime_lock(s->op.rt);
+        bool open = s->state == S2_SESSION_OPEN;
+        s2_runtime_unlock(s->op.rt);
+        if (open) s2_event_session_failed(SSE_EVENTS(s), SSE_SRC(s), err);
+    }
     s2_runtime_lock(s->op.rt);
     if (ended) {
         s->rstatus.ended = true;
@@ -300,8 +310,11 @@ static void *sse_worker(void *arg) {
             stop_with(s, &err, false);
             break;
         }
-        double wake = s2_now() + s2_runtime_backoff(rt, attempt, err.retry_after_ms);
+        double delay = s2_runtime_backoff(rt, attempt, err.retry_after_ms);
+        double wake = s2_now() + delay;
         attempt++;
+        s2_event_retry(SSE_EVENTS(s), SSE_SRC(s), attempt, cfg->max_attempts, delay, &err);
+        s2_event_reconnect(SSE_EVENTS(s), SSE_SRC(s), "retry", &err);
         s2_runtime_lock(rt);
         s->rstatus.reconnects++;
         while (s->state == S2_SESSION_OPEN && !s2_runtime_stopping(rt) && s2_runtime_wait(rt, wake)) {

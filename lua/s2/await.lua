@@ -12,6 +12,8 @@
 -- cancels what is awaited: a ticket still resolves later.
 local core = require "s2.core"
 local errors = require "s2.error"
+local events = require "s2.events"
+local deliver = events.deliver -- observability events: delivered at every wait and wake
 
 local M = {}
 local hook
@@ -184,9 +186,7 @@ local function ngx_wait(ngx, w, timeout)
   end
 end
 
---- Waits until w:ready(). Returns true, nil, err (timeout, or a phase that cannot wait), or
--- "block" when the caller should block the thread itself.
-function M.wait(w, timeout)
+local function wait(w, timeout)
   if w:ready() then return true end
   if hook then
     local ok, err = hook(w, timeout)
@@ -212,6 +212,7 @@ function M.wait(w, timeout)
         break
       end
       cqueues.poll(w, left)
+      deliver()
     end
     -- The fd may be closed soon (a call's, a ticket's): cqueues must forget it first, or a
     -- new fd with the same number trips over its stale registration.
@@ -219,6 +220,16 @@ function M.wait(w, timeout)
     return ok, err
   end
   return "block"
+end
+
+--- Waits until w:ready(). Returns true, nil, err (timeout, or a phase that cannot wait), or
+-- "block" when the caller should block the thread itself. Queued events are delivered
+-- before and after (a caller that blocks delivers them once its wait returns).
+function M.wait(w, timeout)
+  deliver()
+  local ok, err = wait(w, timeout)
+  if ok ~= "block" then deliver() end
+  return ok, err
 end
 
 --- A waitable for "the client made progress" (capacity freed, a session ended, the I/O
@@ -246,7 +257,11 @@ function M.submit(client_core, try, blocking)
     local r, err = try()
     if r ~= false then return r, err end
     local ok, werr = M.wait(waiter, nil)
-    if ok == "block" then return blocking() end
+    if ok == "block" then
+      local r2, e2 = blocking()
+      deliver()
+      return r2, e2
+    end
     if not ok then return nil, werr end
   end
 end
@@ -302,7 +317,11 @@ function M.close_session(client_core, h, timeout, fname)
   if h:finished() then return h:close(0) end -- (it may have finished since: ask again)
   local r, werr = M.until_done(client_core, function() return h:finished() end, timeout,
     "close: not every batch was acked within %.3f s (still draining)")
-  if r == "block" then return h:close(timeout) end
+  if r == "block" then
+    local ok2, err2 = h:close(timeout)
+    deliver()
+    return ok2, err2
+  end
   if not r then return nil, werr end
   return h:close(0)
 end
@@ -311,7 +330,10 @@ end
 -- returns what call:result() gives (the decoded answer, or nil, err).
 function M.call(call)
   local ok, err = M.wait(call, nil)
-  if ok == "block" then ok, err = call:wait() end
+  if ok == "block" then
+    ok, err = call:wait()
+    deliver()
+  end
   if not ok then
     call:abandon()
     return nil, err
@@ -319,10 +341,16 @@ function M.call(call)
   return call:result()
 end
 
+M.deliver = deliver
+
 local function ack(ticket, timeout)
   timeout = check_timeout("ticket:ack", timeout)
   local ok, err = M.wait(ticket, timeout)
-  if ok == "block" then return ticket:wait(timeout) end
+  if ok == "block" then
+    local a, aerr = ticket:wait(timeout)
+    deliver()
+    return a, aerr
+  end
   if not ok then return nil, err end
   return ticket:result()
 end
@@ -342,6 +370,7 @@ ticket_methods.seq_num = function(ticket, timeout)
   local ok, err = M.wait(ticket, timeout)
   if ok == "block" then
     ok, err = ticket:wait(timeout) -- blocks; the ack it returns is not needed
+    deliver()
     if not ok then return nil, err end
   elseif not ok then
     return nil, err

@@ -3,6 +3,7 @@ local core = require "s2.core"
 local util = require "s2.util"
 local basin_mod = require "s2.basin"
 local await = require "s2.await"
+local events = require "s2.events"
 
 local Client = {}
 Client.__index = Client
@@ -10,6 +11,7 @@ Client.__index = Client
 local OPTIONS = util.set {
   "access_token", "account_endpoint", "basin_endpoint", "request_timeout",
   "connection_timeout", "retry", "compression", "ca_file", "force_http1", "drain_timeout",
+  "on_event",
 }
 local RETRY_OPTIONS = util.set {
   "max_attempts", "min_base_delay", "max_base_delay", "append_retry_policy",
@@ -67,6 +69,9 @@ function Client.new(opts)
   if opts.force_http1 ~= nil and type(opts.force_http1) ~= "boolean" then
     error(F .. ": force_http1 must be a boolean, got " .. type(opts.force_http1), 2)
   end
+  if opts.on_event ~= nil and type(opts.on_event) ~= "function" then
+    error(F .. ": on_event must be a function, got " .. type(opts.on_event), 2)
+  end
   local compression = opts.compression or "none"
   if compression ~= "none" and compression ~= "zstd" and compression ~= "gzip" then
     error(F .. ": compression must be \"none\", \"zstd\" or \"gzip\", got "
@@ -90,8 +95,19 @@ function Client.new(opts)
   local ok, handle, err = pcall(core.client, cfg)
   if not ok then error(F .. ": " .. tostring(handle), 2) end
   if not handle then return nil, err end
-  return setmetatable({ core = handle, config = cfg, compression = compression,
-                        force_http1 = opts.force_http1 and true or false }, Client)
+  local client = setmetatable({ core = handle, config = cfg, compression = compression,
+                                force_http1 = opts.force_http1 and true or false }, Client)
+  events.register(client, opts.on_event)
+  return client
+end
+
+--- Delivers the client's queued observability events to its handler now (they are also
+-- delivered at every wait and public call); returns how many.
+function Client:poll_events()
+  if getmetatable(self) ~= Client then
+    error("client:poll_events: call it with ':' on a client", 2)
+  end
+  return events.poll(self)
 end
 
 function Client:basin(name)
@@ -102,6 +118,7 @@ end
 
 --- Transport counters: connections_opened, connections_open (HTTP/2, for sessions).
 function Client:stats()
+  events.deliver()
   return self.core:stats()
 end
 
@@ -114,6 +131,7 @@ function Client:close()
     await.until_done(c, function() return c:stopped() end, nil, "client:close: not done in %.3f s")
   end
   c:close()
+  events.poll(self) -- what the I/O thread queued while it stopped (losses, retirements)
 end
 Client.__close = Client.close
 

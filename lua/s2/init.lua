@@ -80,6 +80,10 @@ end
 -- nil, err | "block". Adapters: require("s2.adapters.luv")(), require("s2.adapters.copas")().
 s2.set_scheduler = await.set_scheduler
 
+--- Installs (or, with nil, removes) the handler of observability events for every client
+-- that has no on_event of its own (see docs/api.md, "Observability / events").
+s2.set_logger = require("s2.events").set_logger
+
 s2.error = errors
 s2.is_error = errors.is
 

@@ -3,6 +3,7 @@
 local util = require "s2.util"
 local core = require "s2.core"
 local await = require "s2.await"
+local deliver = require("s2.events").deliver
 
 local Producer = {}
 Producer.__index = Producer
@@ -67,6 +68,7 @@ end
 function Producer:submit(record)
   if self.closed then error("producer:submit: the producer is closed", 2) end
   local core = self._core
+  deliver()
   local ok, ticket, err = pcall(core.submit, core, record, true)
   if not ok then error("producer:submit: " .. tostring(ticket), 2) end
   if ticket ~= false then return ticket, err end
@@ -101,6 +103,7 @@ end
 
 --- Counters: records_submitted, batches_submitted, batches_acked, inflight_bytes, ...
 function Producer:stats()
+  deliver()
   return self._core:stats()
 end
 

@@ -3,6 +3,7 @@
 local util = require "s2.util"
 local await = require "s2.await"
 local errors = require "s2.error"
+local deliver = require("s2.events").deliver
 
 local Reader = {}
 Reader.__index = Reader
@@ -38,7 +39,11 @@ function Reader:next(timeout)
   while true do
     local left = deadline and math.max(0, deadline - require("s2.core").now())
     local ok, err = await.wait(h, left)
-    if ok == "block" then return h:next(left) end
+    if ok == "block" then
+      local record, rerr = h:next(left)
+      deliver()
+      return record, rerr
+    end
     if not ok then
       if err.code == "timeout" then
         return nil, errors.new("timeout", ("no record within %.3f s"):format(timeout),
@@ -78,6 +83,7 @@ end
 
 --- Counters and state: caught_up, tail, ended, delivered, reconnects.
 function Reader:status()
+  deliver()
   return self._core:status()
 end
 
@@ -86,6 +92,7 @@ function Reader:close()
     self.closed = true
     self._core:close()
   end
+  deliver()
   return true
 end
 Reader.__close = Reader.close

@@ -2,6 +2,7 @@
 -- The work happens in the C core's I/O thread; this wrapper checks arguments and keeps
 -- the Lua-side state (closed or not).
 local util = require "s2.util"
+local deliver = require("s2.events").deliver
 
 local Session = {}
 Session.__index = Session
@@ -45,6 +46,7 @@ function Session:submit(records, opts)
   end
   if opts ~= nil then util.check_options("session:submit", opts, SUBMIT_OPTIONS, 2) end
   local h = self._core
+  deliver()
   local ok, ticket, err = pcall(h.submit, h, records, opts, true)
   if not ok then error("session:submit: " .. tostring(ticket), 2) end
   if ticket ~= false then return ticket, err end
@@ -65,6 +67,7 @@ end
 --- Counters: inflight_bytes, inflight_batches, peak_*, batches_submitted/acked/resent,
 -- reconnects.
 function Session:stats()
+  deliver()
   return self._core:stats()
 end
 
