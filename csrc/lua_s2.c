@@ -108,6 +108,7 @@ static const luaL_Reg module_funcs[] = {
     {"decode_read_batch", s2l_decode_read_batch},
     {"error_from_response", s2l_error_from_response},
     {"random_token", s2l_random_token},
+    {"new_encryption_key", s2l_new_encryption_key},
     {"now", s2l_now},
     {"parse_endpoint", s2l_parse_endpoint},
     {"backoff_delay", s2l_backoff_delay},

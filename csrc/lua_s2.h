@@ -112,6 +112,7 @@ int s2l_parse_endpoint(lua_State *L);
 int s2l_backoff_delay(lua_State *L);
 int s2l_now(lua_State *L);
 int s2l_random_token(lua_State *L);
+int s2l_new_encryption_key(lua_State *L);
 
 /* ---- lua_s2_client.c ------------------------------------------------------------------------ */
 

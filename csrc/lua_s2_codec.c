@@ -252,6 +252,15 @@ int s2l_now(lua_State *L) {
     return 1;
 }
 
+int s2l_new_encryption_key(lua_State *L) {
+    char key[45];
+    if (s2_random_encryption_key(key) != 0)
+        return luaL_error(L, "no randomness available for an encryption key");
+    lua_pushlstring(L, key, 44);
+    memset(key, 0, sizeof key);
+    return 1;
+}
+
 int s2l_random_token(lua_State *L) {
     char tok[33];
     if (s2_random_token(tok) != 0) return luaL_error(L, "no randomness available for a request token");

@@ -377,6 +377,10 @@ double s2_backoff_delay(const s2_config *cfg, unsigned retry, uint64_t retry_aft
 /* 16 random bytes as 32 hex chars + NUL: s2-request-token values. */
 int s2_random_token(char out[33]);
 
+/* 32 random bytes (a 256-bit key for aegis-256 / aes-256-gcm) as 44 base64 chars + NUL: an
+ * s2-encryption-key value. */
+int s2_random_encryption_key(char out[45]);
+
 /* ---- Runtime, append sessions and tickets (s2_runtime.c, s2_session.c) -------------------
  *
  * A runtime is the I/O side of one client: a thread, started on first use, that runs an

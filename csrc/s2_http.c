@@ -16,6 +16,8 @@
  * carry a request token, so a resend is what a retry would do. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -133,6 +135,14 @@ int s2_random_token(char out[33]) {
         out[2 * i + 1] = hex[raw[i] & 15];
     }
     out[32] = 0;
+    return 0;
+}
+
+int s2_random_encryption_key(char out[45]) {
+    unsigned char raw[32];
+    if (RAND_bytes(raw, sizeof raw) != 1) return -1;
+    EVP_EncodeBlock((unsigned char *)out, raw, (int)sizeof raw); /* 44 chars + NUL */
+    OPENSSL_cleanse(raw, sizeof raw);
     return 0;
 }
 

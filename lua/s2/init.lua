@@ -57,6 +57,13 @@ function s2.trim(seq_num)
   return { headers = { { "", "trim" } }, body = u64be(seq_num) }
 end
 
+--- A new random key for an encrypted stream (32 bytes from OpenSSL's RAND_bytes, base64: 44
+-- characters), for basin:stream(name, { encryption_key = key }). Keep it: without it the
+-- stream's records cannot be read.
+function s2.new_encryption_key()
+  return core.new_encryption_key()
+end
+
 --- Whether a record (as reads return it, or as appended) is a command record (fence, trim):
 -- exactly one header, with an empty name.
 function s2.is_command_record(record)
