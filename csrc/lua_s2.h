@@ -49,6 +49,10 @@ bool s2l_opt_u64(lua_State *L, int idx, const char *k, const char *ctx, uint64_t
 double s2l_opt_number(lua_State *L, int idx, const char *k, double dflt);
 const char *s2l_opt_string(lua_State *L, int idx, const char *k, size_t *len);
 size_t s2l_opt_size(lua_State *L, int idx, const char *k, size_t dflt);
+/* opts.retry of a session opener (checked and completed by lua/s2/client.lua
+ * _session_retry) into *o; absent: zero (the client's). max_attempts = math.huge:
+ * S2_RETRY_FOREVER. (lua_s2_session.c) */
+void s2l_opt_retry(lua_State *L, int idx, s2_retry_options *o);
 
 /* A notice just armed (id 0: none could be) pushed as what waitables' notice() return:
  * the id as 16 hex digits and the runtime's notice socket path, or nil, err. */
