@@ -54,6 +54,10 @@ size_t s2l_opt_size(lua_State *L, int idx, const char *k, size_t dflt);
 const char *s2l_opt_encryption_key(lua_State *L, int idx);
 /* Field compression: "none" (or absent), "zstd" or "gzip"; raises otherwise. */
 s2_compression s2l_opt_compression(lua_State *L, int idx);
+/* opts.retry of a session opener (checked and completed by lua/s2/client.lua
+ * _session_retry) into *o; absent: zero (the client's). max_attempts = math.huge:
+ * S2_RETRY_FOREVER. (lua_s2_session.c) */
+void s2l_opt_retry(lua_State *L, int idx, s2_retry_options *o);
 
 /* A notice just armed (id 0: none could be) pushed as what waitables' notice() return:
  * the id as 16 hex digits and the runtime's notice socket path, or nil, err. */

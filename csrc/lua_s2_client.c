@@ -370,7 +370,12 @@ static void push_event(lua_State *L, const s2_event *e) {
     set_str(L, "reason", e->reason);
     if (e->type == S2_EVENT_RETRY) {
         s2l_set_int(L, "attempt", e->attempt);
-        s2l_set_int(L, "max_attempts", e->max_attempts);
+        if (e->max_attempts == S2_RETRY_FOREVER) { /* as the option was given: math.huge */
+            lua_pushnumber(L, HUGE_VAL);
+            lua_setfield(L, -2, "max_attempts");
+        } else {
+            s2l_set_int(L, "max_attempts", e->max_attempts);
+        }
         lua_pushnumber(L, e->delay);
         lua_setfield(L, -2, "delay");
     }

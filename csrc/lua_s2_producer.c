@@ -7,7 +7,7 @@
 
 /* client:producer(basin, stream, { linger, max_batch_records, max_batch_bytes,
  *   max_inflight_bytes, idempotent, match_seq_num, fencing_token, compression, http1,
- *   encryption_key })
+ *   encryption_key, retry })
  *   -> producer | nil, err  (options checked and defaulted by lua/s2/producer.lua) */
 int s2l_client_producer(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
@@ -23,6 +23,7 @@ int s2l_client_producer(lua_State *L) {
     else if (comp && strcmp(comp, "gzip") == 0) o.session.compression = S2_COMPRESSION_GZIP;
     lua_getfield(L, 4, "http1");
     o.session.http1 = lua_toboolean(L, -1);
+    s2l_opt_retry(L, 4, &o.session.retry);
     lua_getfield(L, 4, "idempotent");
     o.idempotent = lua_toboolean(L, -1);
     lua_pop(L, 2);

@@ -6,7 +6,7 @@
 
 /* client:read_session(basin, stream, opts) -> reader | nil, err
  * opts: the read options (no 60 s cap on wait), ignore_command_records, compression, http1,
- *       encryption_key */
+ *       encryption_key, retry */
 int s2l_client_read_session(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     const char *basin = s2l_check_basin(L, 2);
@@ -34,6 +34,7 @@ int s2l_client_read_session(lua_State *L) {
     lua_getfield(L, 4, "http1");
     ro.http1 = lua_toboolean(L, -1);
     lua_pop(L, 2);
+    s2l_opt_retry(L, 4, &ro.retry);
     size_t len;
     const char *comp = s2l_opt_string(L, 4, "compression", &len);
     if (comp && strcmp(comp, "zstd") == 0) ro.compression = S2_COMPRESSION_ZSTD;
@@ -104,6 +105,42 @@ static int l_reader_notice(lua_State *L) {
     return s2l_push_notice(L, s2_read_session_runtime(u->s), s2_read_session_notice(u->s));
 }
 
+/* The caught-up wait (lua/s2/reader.lua wait_caught_up). Argument 2: self_consumes (the
+ * waiter is the one who takes records; see s2_read_session_caught_up_poll). */
+
+/* reader:caught_up_poll(self_consumes) -> true | false (would wait) | nil, err */
+static int l_reader_caught_up_poll(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    s2_error err;
+    int rc = s2_read_session_caught_up_poll(u->s, lua_toboolean(L, 2), &err);
+    if (rc < 0) return s2l_fail(L, &err);
+    lua_pushboolean(L, rc > 0);
+    return 1;
+}
+
+/* reader:wait_caught_up([timeout]) -> true | nil, err: blocks this thread (a plain script) */
+static int l_reader_wait_caught_up(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    s2_error err;
+    if (s2_read_session_wait_caught_up(u->s, s2l_opt_timeout(L, 2), &err) < 0)
+        return s2l_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_reader_caught_up_fd(lua_State *L) {
+    int fd = s2_read_session_caught_up_fd(check_reader(L)->s, lua_toboolean(L, 2));
+    if (fd < 0) return luaL_error(L, "reader:caught_up_fd: no eventfd available");
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int l_reader_caught_up_notice(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    return s2l_push_notice(L, s2_read_session_runtime(u->s),
+                           s2_read_session_caught_up_notice(u->s, lua_toboolean(L, 2)));
+}
+
 /* reader:status() -> { caught_up, tail, ended, delivered, reconnects, buffered_bytes } */
 static int l_reader_status(lua_State *L) {
     s2l_reader_ud *u = check_reader(L);
@@ -142,6 +179,10 @@ static const luaL_Reg reader_methods[] = {
     {"events", l_reader_events},
     {"timeout", l_reader_timeout},
     {"notice", l_reader_notice},
+    {"caught_up_poll", l_reader_caught_up_poll},
+    {"wait_caught_up", l_reader_wait_caught_up},
+    {"caught_up_fd", l_reader_caught_up_fd},
+    {"caught_up_notice", l_reader_caught_up_notice},
     {"close", l_reader_close},
     {NULL, NULL},
 };

@@ -4,8 +4,27 @@
 
 #include "lua_s2.h"
 
+void s2l_opt_retry(lua_State *L, int idx, s2_retry_options *o) {
+    memset(o, 0, sizeof *o);
+    lua_getfield(L, idx, "retry");
+    if (lua_istable(L, -1)) {
+        int t = lua_gettop(L);
+        double max = s2l_opt_number(L, t, "max_attempts", 3);
+        if (!(max >= 1)) luaL_error(L, "retry.max_attempts: expected a number >= 1");
+        o->max_attempts = max >= 1e9 ? S2_RETRY_FOREVER : (unsigned)max; /* math.huge */
+        o->min_base_delay = s2l_opt_number(L, t, "min_base_delay", 0.1);
+        o->max_base_delay = s2l_opt_number(L, t, "max_base_delay", 1);
+        size_t len;
+        const char *policy = s2l_opt_string(L, t, "append_retry_policy", &len);
+        o->append_retry_policy = policy && strcmp(policy, "no_side_effects") == 0
+                                     ? S2_RETRY_NO_SIDE_EFFECTS
+                                     : S2_RETRY_ALL;
+    }
+    lua_pop(L, 1);
+}
+
 /* client:append_session(basin, stream, { max_inflight_bytes, max_inflight_batches,
- *                                        compression, http1, encryption_key })
+ *                                        compression, http1, encryption_key, retry })
  *   -> session | nil, err */
 int s2l_client_append_session(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
@@ -25,6 +44,7 @@ int s2l_client_append_session(lua_State *L) {
         o.http1 = lua_toboolean(L, -1);
         lua_pop(L, 1);
         o.encryption_key = s2l_opt_encryption_key(L, 4);
+        s2l_opt_retry(L, 4, &o.retry);
     } else {
         o.max_inflight_bytes = 5u * 1024 * 1024;
     }

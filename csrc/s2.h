@@ -45,6 +45,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <limits.h>
 
 #define S2_VERSION "0.1.0"
 
@@ -314,13 +315,25 @@ typedef enum s2_append_retry_policy {
     S2_RETRY_NO_SIDE_EFFECTS, /* retry appends only when nothing can have been applied */
 } s2_append_retry_policy;
 
+/* A session's own retry settings (the retry option of stream:append_session, :producer and
+ * :read_session), used instead of the client's by that session only. max_attempts 0: the
+ * client's settings (all four fields); S2_RETRY_FOREVER: no attempt budget, the backoff alone
+ * paces the attempts (sessions only: unary calls are always bounded, see client.lua). */
+#define S2_RETRY_FOREVER UINT_MAX
+typedef struct s2_retry_options {
+    unsigned max_attempts;
+    double min_base_delay; /* seconds */
+    double max_base_delay; /* seconds */
+    s2_append_retry_policy append_retry_policy;
+} s2_retry_options;
+
 typedef struct s2_config {
     const char *access_token;
     s2_endpoint account;
     s2_endpoint basin;
     double request_timeout;    /* seconds, per attempt */
     double connection_timeout; /* seconds */
-    unsigned max_attempts;     /* total, including the first */
+    unsigned max_attempts;     /* total, including the first; S2_RETRY_FOREVER: no limit */
     double min_base_delay;     /* seconds */
     double max_base_delay;     /* seconds */
     s2_append_retry_policy append_retry_policy;
@@ -474,6 +487,7 @@ typedef struct s2_session_options {
                  * automatically when TLS ALPN does not offer h2) */
     const char *encryption_key; /* s2-encryption-key on every request, or NULL; copied (and
                                  * the copy zeroed when the session is freed) */
+    s2_retry_options retry; /* zero: the client's */
 } s2_session_options;
 
 typedef struct s2_session_stats {
@@ -581,10 +595,13 @@ typedef struct s2_read_options {
     s2_compression compression; /* what the server may use (accept-encoding) */
     bool http1; /* server-sent events over HTTP/1.1 (also chosen when ALPN offers no h2) */
     const char *encryption_key; /* s2-encryption-key on every request, or NULL; copied */
+    s2_retry_options retry; /* zero: the client's */
 } s2_read_options;
 
 typedef struct s2_read_status {
-    bool caught_up; /* the last batch (or heartbeat) reached the tail */
+    bool caught_up; /* the consumer's view: the last tail report reached the tail, no record
+                     * or reconnect came after it, and every record before it was handed out
+                     * by next() (ignored command records count as handed out) */
     bool has_tail;
     s2_position tail; /* last observed tail */
     bool ended;       /* a limit was reached; no more records */
@@ -606,6 +623,17 @@ bool s2_read_session_ready(s2_read_session *s);
  * s2_runtime_notice_path) posted once it would not. */
 int s2_read_session_fd(s2_read_session *s);
 uint64_t s2_read_session_notice(s2_read_session *s);
+/* Waiting until caught up (s2_read_status.caught_up), which takes records being handed
+ * out: the wait itself reads nothing. self_consumes: the waiter is the one who takes them
+ * (no one else will), so buffered records end the wait with code "records_pending" rather
+ * than a deadlock. Besides: the session's failure, "closed" (closed, or ended by a limit
+ * short of the tail). poll: 1 caught up, 0 would wait, -1 err. Never waits. */
+int s2_read_session_caught_up_poll(s2_read_session *s, bool self_consumes, s2_error *err);
+/* Blocks up to timeout (< 0: forever) as self_consumes: 1, or -1 err (code "timeout"). */
+int s2_read_session_wait_caught_up(s2_read_session *s, double timeout, s2_error *err);
+/* An eventfd readable, and the notice posted, while poll would not return 0. */
+int s2_read_session_caught_up_fd(s2_read_session *s, bool self_consumes);
+uint64_t s2_read_session_caught_up_notice(s2_read_session *s, bool self_consumes);
 /* Stops reading; buffered records are dropped. */
 void s2_read_session_close(s2_read_session *s);
 bool s2_read_session_owned(const s2_read_session *s);

@@ -97,6 +97,12 @@ void s2_error_note_attempts(s2_error *err, unsigned attempts);
  * error: its message gains " (after N attempts)" when more than one was made. */
 bool s2_retry_decide(const s2_config *cfg, unsigned attempts, bool append_at_stake,
                      s2_error *err);
+/* A session's retry settings: *out = *base (the client's config) with the retry fields of o
+ * when o->max_attempts is set. Only out's retry fields are meant to be read (the decision
+ * above, s2_backoff_with); the rest are the client's, borrowed. */
+void s2_retry_config_for(const s2_config *base, const s2_retry_options *o, s2_config *out);
+/* A non-zero xorshift seed for a session's own backoff jitter (p: the session). */
+uint64_t s2_retry_seed(const void *p);
 /* A planned handover (server_draining, an advised reconnect) is taken at most once per
  * 60 s: true, and *last restarts the clock, when this one may be; false when it counts as a
  * failure like any other. */
@@ -227,6 +233,10 @@ struct s2_append_session {
     bool resend;          /* the next stream starts by resending the unacked batches */
     bool draining;        /* the server advised a reconnect: finish this stream, move on */
     double last_advised;  /* when the last planned handover began (one per 60 s) */
+    s2_config retry_cfg;  /* set at open, read-only after: the client's config with this
+                           * session's retry override (opts.retry); only its retry fields
+                           * are read (s2_retry_config_for) */
+    uint64_t rng;         /* backoff jitter */
 
     /* HTTP/1.1 fallback (ops "append-http1"): a worker thread of the session's own posts the
      * pending batches one at a time; the I/O thread then leaves the session alone. */
@@ -274,6 +284,15 @@ struct s2_read_session {
     unsigned gen;                 /* current stream generation */
     s2_read_status rstatus;
     s2_completion readable;       /* set while next() would not wait (see s2_reader_signal) */
+    bool io_caught_up;            /* the last tail report (a heartbeat, or a batch that
+                                   * reached its tail) is the latest news: no record and no
+                                   * reconnect came after it */
+    size_t rq_pending;            /* records queued that next() will hand out (ignored
+                                   * command records are not counted) */
+    /* Set while wait_caught_up would not wait (caught up, failed, closed, ended short of the
+     * tail): cu_other for a waiter that another coroutine feeds; cu_self also while records
+     * are pending, which the waiter itself would have to take (see caught_up_outcome). */
+    s2_completion cu_other, cu_self;
     bool worker_started, worker_done; /* the SSE worker */
     pthread_t worker;
 
@@ -289,6 +308,9 @@ struct s2_read_session {
     double last_frame_at;        /* inactivity: 20 s without a frame is a timeout */
     double last_record_at;       /* for reducing `wait` on resume */
     size_t held;                 /* drained bytes held back while the queue is full */
+    s2_config retry_cfg;         /* set at open, read-only after: the client's config with
+                                  * ropts.retry applied; only its retry fields are read */
+    uint64_t rng;                /* backoff jitter (I/O thread, or the SSE worker) */
 };
 
 /* Allocates a read session over HTTP/2, not yet known to the runtime. */
@@ -299,6 +321,9 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
 int s2_read_session_start(s2_read_session *s, s2_error *err);
 /* Sets `readable` when a record, the end or a failure is there for the caller. under mu */
 void s2_reader_signal_locked(s2_read_session *s);
+/* The session reconnects (a retry, an advised reconnect, a handover): counts it and resets
+ * caught-up until the new connection reports a tail. under mu */
+void s2_reader_reconnecting_locked(s2_read_session *s);
 /* Queues a decoded batch for the caller: 1 queued, 0 heartbeat (freed), -1 error. */
 int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err);
 /* Builds the reader's current path + query (resume-adjusted) into b. */

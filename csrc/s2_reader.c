@@ -3,7 +3,9 @@
  * The I/O thread decodes ReadBatch frames into a queue (rq_*, under runtime->mu); the
  * caller takes records one at a time. DATA bytes are given back to HTTP/2 flow control only
  * as the caller drains batches, so the window bounds what a slow consumer buffers.
- * Heartbeats update the tail and the caught-up flag and are not queued. The runtime drives
+ * Heartbeats update the tail and the caught-up flag and are not queued: caught-up as the
+ * caller sees it is "the last news was a tail report that was reached, and every record
+ * queued before it has been handed out" (see consumer_caught_up). The runtime drives
  * it through read_ops; over HTTP/1.1 the opener's transport (s2_sse.c) takes over through
  * the http1_ops / start_http1 it set, so this file does not know SSE. */
 #include <math.h>
@@ -38,9 +40,13 @@ s2_read_session *s2_read_session_new(s2_runtime *rt, const char *basin, const ch
     s->op.rt = rt;
     s->op.ops = &read_ops;
     s2_completion_init(&s->readable);
+    s2_completion_init(&s->cu_other);
+    s2_completion_init(&s->cu_self);
     s->ropts = *opts;
     s->encryption_key = opts->encryption_key ? strdup(opts->encryption_key) : NULL;
     s->ropts.encryption_key = s->encryption_key;
+    s2_retry_config_for(s2_runtime_config(rt), &opts->retry, &s->retry_cfg);
+    s->rng = s2_retry_seed(s);
     s->basin = strdup(basin);
     if (!s->basin || (opts->encryption_key && !s->encryption_key) ||
         s2_stream_records_path(stream, &path) != 0)
@@ -92,6 +98,8 @@ void s2_reader_op_free(s2_op *op) {
         rbatch_free(b);
     }
     s2_completion_free(&s->readable);
+    s2_completion_free(&s->cu_other);
+    s2_completion_free(&s->cu_self);
     s2_buf_free(&s->error_body);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
@@ -186,8 +194,65 @@ static bool reader_has_news(const s2_read_session *s) {
     return s->state != S2_SESSION_OPEN || s->rstatus.ended;
 }
 
+/* Caught up as the caller sees it (s2_read_status.caught_up): the last news from the server
+ * was a tail that was reached (no record, no reconnect since), and next() has handed out
+ * every record queued before it. Records received but not taken keep it false, so true
+ * means the caller has seen everything up to the tail the server reported. under mu */
+static bool consumer_caught_up(const s2_read_session *s) {
+    return s->io_caught_up && s->rq_pending == 0 && s->state != S2_SESSION_FAILED;
+}
+
+/* What wait_caught_up gets now: 1 caught up; 0 wait; -1 with *err when it never can be
+ * without the caller: the session failed (its error), was closed, or ended (a limit) short
+ * of the tail; or (self_consumes: no one else takes records) records are buffered that only
+ * the caller's own next() would hand out, which would make the wait a deadlock. under mu */
+static int caught_up_outcome(const s2_read_session *s, bool self_consumes, s2_error *err) {
+    if (consumer_caught_up(s)) return 1;
+    if (s->state == S2_SESSION_FAILED) {
+        if (err) *err = s->failure;
+        return -1;
+    }
+    if (s->state != S2_SESSION_OPEN) {
+        if (err) s2_fail(err, S2_E_CLOSED, "closed", "the read session is closed");
+        return -1;
+    }
+    if (s->rstatus.ended && !s->io_caught_up) {
+        if (err)
+            s2_fail(err, S2_E_CLOSED, "closed",
+                    "the read ended (a count, bytes, until or wait limit) before catching up");
+        return -1;
+    }
+    if (self_consumes && s->rq_pending) {
+        if (err)
+            s2_fail(err, S2_E_INVALID, "records_pending",
+                    "%zu records are buffered and must be taken with next() first "
+                    "(wait_caught_up does not read)",
+                    s->rq_pending);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_completion(s2_read_session *s, s2_completion *c, bool on) {
+    if (on) s2_completion_set_locked(s2_runtime_notices(s->op.rt), c);
+    else s2_completion_clear_locked(c);
+}
+
+/* The caught-up completions as the state is now. under mu */
+static void sync_caught_up(s2_read_session *s) {
+    set_completion(s, &s->cu_other, caught_up_outcome(s, false, NULL) != 0);
+    set_completion(s, &s->cu_self, caught_up_outcome(s, true, NULL) != 0);
+}
+
 void s2_reader_signal_locked(s2_read_session *s) {
     if (reader_has_news(s)) s2_completion_set_locked(s2_runtime_notices(s->op.rt), &s->readable);
+    sync_caught_up(s);
+}
+
+void s2_reader_reconnecting_locked(s2_read_session *s) {
+    s->rstatus.reconnects++;
+    s->io_caught_up = false; /* the new connection must report a tail first */
+    sync_caught_up(s);
 }
 
 /* The completion as the state is now (a drained queue leaves it set). under mu */
@@ -242,7 +307,7 @@ static void reader_fail(s2_read_session *s, const s2_error *err) {
 }
 
 static void attempt_failed(s2_read_session *s, const s2_error *err) {
-    const s2_config *cfg = s2_runtime_config(s->op.rt);
+    const s2_config *cfg = &s->retry_cfg; /* the client's, or this session's override */
     double now = s2_now();
     if (strcmp(err->code, "server_draining") == 0 &&
         s2_retry_take_handover(&s->last_advised, now)) {
@@ -252,7 +317,7 @@ static void attempt_failed(s2_read_session *s, const s2_error *err) {
         drop_stream(s);
         s->retry_at = now;
         s2_runtime_lock(s->op.rt);
-        s->rstatus.reconnects++;
+        s2_reader_reconnecting_locked(s);
         s2_runtime_unlock(s->op.rt);
         s2_event_reconnect(READER_EVENTS(s), READER_SRC(s), "server_draining", err);
         return;
@@ -263,11 +328,11 @@ static void attempt_failed(s2_read_session *s, const s2_error *err) {
         reader_fail(s, &final);
         return;
     }
-    double delay = s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
+    double delay = s2_backoff_with(cfg, s->attempt, err->retry_after_ms, &s->rng);
     s->retry_at = s2_now() + delay;
     s->attempt++;
     s2_runtime_lock(s->op.rt);
-    s->rstatus.reconnects++;
+    s2_reader_reconnecting_locked(s);
     s2_runtime_unlock(s->op.rt);
     s2_event_retry(READER_EVENTS(s), READER_SRC(s), s->attempt, cfg->max_attempts, delay, err);
     s2_event_reconnect(READER_EVENTS(s), READER_SRC(s), "retry", err);
@@ -389,22 +454,28 @@ int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err) {
         s->have_next_seq = true;
         s->next_seq = b->batch.tail.seq_num;
     }
+    size_t deliverable = n;
+    if (s->ropts.ignore_command_records)
+        for (size_t i = 0; i < n; i++) deliverable -= is_command(&b->batch.records[i]);
     s2_runtime_lock(s->op.rt);
     s2_read_status *st = &s->rstatus;
     if (b->batch.has_tail) {
         st->has_tail = true;
         st->tail = b->batch.tail;
-        st->caught_up = n == 0 || b->batch.records[n - 1].seq_num + 1 >= b->batch.tail.seq_num;
+        s->io_caught_up = n == 0 || b->batch.records[n - 1].seq_num + 1 >= b->batch.tail.seq_num;
     } else if (n) {
-        st->caught_up = false;
+        s->io_caught_up = false;
     }
     if (n) {
+        s->rq_pending += deliverable;
         b->gen = s->gen;
         s->rq_bytes += b->payload.len;
         if (s->rq_tail) s->rq_tail->next = b;
         else s->rq_head = b;
         s->rq_tail = b;
         s2_reader_signal_locked(s);
+    } else {
+        sync_caught_up(s); /* a heartbeat: caught up once nothing is pending */
     }
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
@@ -475,7 +546,7 @@ static void read_on_data(s2_op *op, const uint8_t *p, size_t n) {
             s2_runtime_retire_conn(s->op.rt, &s->op);
             drop_stream(s);
             s2_runtime_lock(s->op.rt);
-            s->rstatus.reconnects++;
+            s2_reader_reconnecting_locked(s);
             s2_runtime_unlock(s->op.rt);
             s2_event_reconnect(READER_EVENTS(s), READER_SRC(s), "reconnect_advised", NULL);
             return;
@@ -535,6 +606,8 @@ int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record
             if (s->ropts.ignore_command_records && is_command(r)) continue;
             *rec = *r; /* points into b, which stays queued until the next call */
             s->rstatus.delivered++;
+            s->rq_pending--;
+            if (!s->rq_pending) sync_caught_up(s); /* maybe caught up now */
             rc = 1;
             break;
         }
@@ -575,8 +648,50 @@ int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record
 void s2_read_session_status(s2_read_session *s, s2_read_status *out) {
     s2_runtime_lock(s->op.rt);
     *out = s->rstatus;
+    out->caught_up = consumer_caught_up(s);
     out->buffered_bytes = s->rq_bytes;
     s2_runtime_unlock(s->op.rt);
+}
+
+int s2_read_session_caught_up_poll(s2_read_session *s, bool self_consumes, s2_error *err) {
+    s2_runtime_lock(s->op.rt);
+    int rc = caught_up_outcome(s, self_consumes, err);
+    s2_runtime_unlock(s->op.rt);
+    return rc;
+}
+
+int s2_read_session_wait_caught_up(s2_read_session *s, double timeout, s2_error *err) {
+    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+    int rc;
+    s2_runtime_lock(s->op.rt);
+    /* The caller's thread is blocked here, so nothing else can take records: self. */
+    while ((rc = caught_up_outcome(s, true, err)) == 0) {
+        if (!s2_runtime_wait(s->op.rt, deadline)) {
+            s2_fail(err, S2_E_TIMEOUT, "timeout", "not caught up within %.3f s", timeout);
+            err->retryable = true;
+            rc = -1;
+            break;
+        }
+    }
+    s2_runtime_unlock(s->op.rt);
+    return rc < 0 ? -1 : 1;
+}
+
+int s2_read_session_caught_up_fd(s2_read_session *s, bool self_consumes) {
+    s2_runtime_lock(s->op.rt);
+    sync_caught_up(s);
+    int fd = s2_completion_fd_locked(self_consumes ? &s->cu_self : &s->cu_other);
+    s2_runtime_unlock(s->op.rt);
+    return fd;
+}
+
+uint64_t s2_read_session_caught_up_notice(s2_read_session *s, bool self_consumes) {
+    s2_runtime_lock(s->op.rt);
+    sync_caught_up(s);
+    uint64_t id = s2_completion_arm_locked(s2_runtime_notices(s->op.rt),
+                                           self_consumes ? &s->cu_self : &s->cu_other);
+    s2_runtime_unlock(s->op.rt);
+    return id;
 }
 
 void s2_read_session_close(s2_read_session *s) {

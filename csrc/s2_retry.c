@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <stdint.h>
 
 #include "s2_internal.h"
 
@@ -18,7 +19,7 @@ double s2_now(void) {
 bool s2_retry_allowed(const s2_config *cfg, unsigned attempts, bool append_at_stake,
                       const s2_error *err) {
     unsigned max = cfg->max_attempts ? cfg->max_attempts : 1;
-    bool retry = err->retryable && attempts < max;
+    bool retry = err->retryable && (max == S2_RETRY_FOREVER || attempts < max);
     if (retry && append_at_stake && cfg->append_retry_policy == S2_RETRY_NO_SIDE_EFFECTS &&
         !err->no_side_effects)
         retry = false; /* a resend could write the same records twice */
@@ -36,6 +37,20 @@ bool s2_retry_decide(const s2_config *cfg, unsigned attempts, bool append_at_sta
     if (s2_retry_allowed(cfg, attempts, append_at_stake, err)) return true;
     s2_error_note_attempts(err, attempts);
     return false;
+}
+
+void s2_retry_config_for(const s2_config *base, const s2_retry_options *o, s2_config *out) {
+    *out = *base;
+    if (!o || !o->max_attempts) return;
+    out->max_attempts = o->max_attempts;
+    out->min_base_delay = o->min_base_delay;
+    out->max_base_delay = o->max_base_delay;
+    out->append_retry_policy = o->append_retry_policy;
+}
+
+uint64_t s2_retry_seed(const void *p) {
+    uint64_t x = (uint64_t)(uintptr_t)p ^ (uint64_t)(s2_now() * 1e9);
+    return x ? x : 0x9E3779B97F4A7C15ull;
 }
 
 bool s2_retry_take_handover(double *last, double now) {

@@ -167,7 +167,7 @@ static void *http1_worker(void *arg) {
     s2_error err;
     s2_frame_decoder dec;
     s2_frame_decoder_init(&dec);
-    s2_http *http = s2_http_new(s2_runtime_config(rt), &err);
+    s2_http *http = s2_http_new(&s->retry_cfg, &err); /* the session's retry settings */
     if (!http) session_fail(s, &err);
     s2_runtime_lock(rt);
     for (;;) {
@@ -319,6 +319,8 @@ s2_append_session *s2_session_new(s2_runtime *rt, const char *basin, const char 
     s->opts = *opts;
     s->encryption_key = opts->encryption_key ? strdup(opts->encryption_key) : NULL;
     s->opts.encryption_key = s->encryption_key;
+    s2_retry_config_for(s2_runtime_config(rt), &opts->retry, &s->retry_cfg);
+    s->rng = s2_retry_seed(s);
     s->basin = strdup(basin);
     s->stream = strdup(stream);
     if (!s->basin || !s->stream || (opts->encryption_key && !s->encryption_key) ||
@@ -650,7 +652,7 @@ static void append_abort(s2_op *op, const s2_error *err) {
 /* One attempt failed (stream error, terminal frame, ack timeout, lost connection). Either
  * schedule a reconnect that resends every unacked batch, or fail the session. */
 static void attempt_failed(s2_append_session *s, const s2_error *err) {
-    const s2_config *cfg = s2_runtime_config(s->op.rt);
+    const s2_config *cfg = &s->retry_cfg;
     bool any_written = false;
     for (s2_batch *b = s->inflight_head; b; b = b->next) any_written |= b->written;
     /* Before the reset below folds this stream's writes into sent_before: only batches
@@ -700,7 +702,7 @@ static void attempt_failed(s2_append_session *s, const s2_error *err) {
         session_fail(s, &final);
         return;
     }
-    double delay = s2_runtime_backoff(s->op.rt, s->attempt, err->retry_after_ms);
+    double delay = s2_backoff_with(cfg, s->attempt, err->retry_after_ms, &s->rng);
     s->retry_at = s2_now() + delay;
     s->attempt++;
     s->resend = true;

@@ -306,17 +306,17 @@ static void *sse_worker(void *arg) {
             err.retryable = true;
         }
         if (s->got_count > before) attempt = 0; /* progress */
-        if (!s2_retry_decide(cfg, attempt + 1, false, &err)) {
+        if (!s2_retry_decide(&s->retry_cfg, attempt + 1, false, &err)) { /* the session's */
             stop_with(s, &err, false);
             break;
         }
-        double delay = s2_runtime_backoff(rt, attempt, err.retry_after_ms);
+        double delay = s2_backoff_with(&s->retry_cfg, attempt, err.retry_after_ms, &s->rng);
         double wake = s2_now() + delay;
         attempt++;
-        s2_event_retry(SSE_EVENTS(s), SSE_SRC(s), attempt, cfg->max_attempts, delay, &err);
+        s2_event_retry(SSE_EVENTS(s), SSE_SRC(s), attempt, s->retry_cfg.max_attempts, delay, &err);
         s2_event_reconnect(SSE_EVENTS(s), SSE_SRC(s), "retry", &err);
         s2_runtime_lock(rt);
-        s->rstatus.reconnects++;
+        s2_reader_reconnecting_locked(s);
         while (s->state == S2_SESSION_OPEN && !s2_runtime_stopping(rt) && s2_runtime_wait(rt, wake)) {
         }
         s2_runtime_unlock(rt);

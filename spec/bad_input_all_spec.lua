@@ -128,7 +128,12 @@ end
 case("s2.client retry = 42", function() return dead_client { retry = 42 } end, { "retry" })
 case("s2.client retry unknown option", function() return dead_client { retry = { bogus = 1 } } end,
   { "bogus" })
-for _, v in ipairs { { "0", 0 }, { "101", 101 }, table.unpack(BAD_INTEGERS) } do
+-- (inf, math.huge, is allowed: retry forever)
+local BAD_ATTEMPTS = { { "0", 0 }, { "101", 101 } }
+for _, v in ipairs(BAD_INTEGERS) do
+  if v[1] ~= "inf" then BAD_ATTEMPTS[#BAD_ATTEMPTS + 1] = v end
+end
+for _, v in ipairs(BAD_ATTEMPTS) do
   case("s2.client retry.max_attempts = " .. v[1],
     function() return dead_client { retry = { max_attempts = v[2] } } end, { "max_attempts" })
 end
@@ -412,6 +417,26 @@ for _, v in ipairs { { "0", 0 }, table.unpack(BAD_INTEGERS) } do
     function() return stream():append_session { max_inflight_batches = v[2] } end,
     { "max_inflight_batches" })
 end
+-- The per-session retry override: checked like the client's, in each opener.
+for _, opener in ipairs { "append_session", "producer", "read_session" } do
+  local F = "stream:" .. opener
+  local function open(retry) return stream()[opener](stream(), { retry = retry }) end
+  case(F .. "{ retry = 42 }", function() return open(42) end, { F, "retry" })
+  case(F .. "{ retry = { bogus = 1 } }", function() return open { bogus = 1 } end, { F, "bogus" })
+  for _, v in ipairs(BAD_ATTEMPTS) do
+    case(F .. "{ retry = { max_attempts = " .. v[1] .. " } }",
+      function() return open { max_attempts = v[2] } end, { F, "max_attempts" })
+  end
+  for _, key in ipairs { "min_base_delay", "max_base_delay" } do
+    for _, v in ipairs { { "0", 0 }, table.unpack(BAD_NUMBERS) } do
+      case(("%s{ retry = { %s = %s } }"):format(F, key, v[1]),
+        function() return open { [key] = v[2] } end, { F, key })
+    end
+  end
+  case(F .. "{ retry = { append_retry_policy = \"sometimes\" } }",
+    function() return open { append_retry_policy = "sometimes" } end, { F, "append_retry_policy" })
+end
+
 case("stream:producer(42)", function() return stream():producer(42) end, { "options" })
 case("stream:producer{ bogus = 1 }", function() return stream():producer { bogus = 1 } end, { "bogus" })
 for _, v in ipairs { { "61", 61 }, table.unpack(BAD_NUMBERS) } do

@@ -40,6 +40,50 @@ local function non_negative(fname, name, v, dflt)
   return v
 end
 
+local MAX_ATTEMPTS = 100
+-- With max_attempts = math.huge (sessions retry forever), a unary call still stops after
+-- this many attempts: it holds its caller and has no other bound.
+local UNARY_FOREVER_ATTEMPTS = MAX_ATTEMPTS
+
+--- Checks a retry table (the client's, or a session's override) and returns it complete:
+-- what it leaves out comes from `base` (a complete one; nil: the defaults). `level` is the
+-- level, as error() in the caller would count it, to blame (the user's call).
+local function check_retry(fname, retry, base, level)
+  level = level + 1
+  retry = util.check_options(fname .. ": retry", retry, RETRY_OPTIONS, level)
+  base = base or { max_attempts = 3, min_base_delay = 0.1, max_base_delay = 1,
+                   append_retry_policy = "all" }
+  local max_attempts = retry.max_attempts
+  if max_attempts == nil then
+    max_attempts = base.max_attempts
+  elseif max_attempts ~= math.huge and (type(max_attempts) ~= "number" or max_attempts < 1
+      or max_attempts % 1 ~= 0 or max_attempts > MAX_ATTEMPTS) then
+    error(("%s: retry.max_attempts must be an integer from 1 to %d, or math.huge (retry "
+      .. "forever), got %s"):format(fname, MAX_ATTEMPTS, tostring(max_attempts)), level)
+  end
+  local policy = retry.append_retry_policy or base.append_retry_policy
+  if policy ~= "all" and policy ~= "no_side_effects" then
+    error(fname .. ": retry.append_retry_policy must be \"all\" or \"no_side_effects\", got "
+      .. tostring(policy), level)
+  end
+  local function delay(name) -- (one call deeper: level + 1)
+    local v = retry[name]
+    if v == nil then return base[name] end
+    if type(v) ~= "number" or v ~= v or v < 0.001 or v > 86400 then
+      error(("%s: retry.%s must be a number of seconds from 0.001 to 86400, got %s")
+        :format(fname, name, tostring(v)), level + 1)
+    end
+    return v
+  end
+  return {
+    max_attempts = max_attempts,
+    min_base_delay = delay("min_base_delay"),
+    max_base_delay = delay("max_base_delay"),
+    append_retry_policy = policy,
+  }
+end
+Client._check_retry = check_retry
+
 local function env(name)
   local v = os.getenv(name)
   if v == "" then return nil end
@@ -49,23 +93,12 @@ end
 function Client.new(opts)
   local F = "s2.client"
   opts = util.check_options(F, opts, OPTIONS, 2)
-  local retry = util.check_options(F .. ": retry", opts.retry, RETRY_OPTIONS, 2)
+  local retry = check_retry(F, opts.retry, nil, 2)
   local token = opts.access_token or env "S2_ACCESS_TOKEN"
   if token == nil then
     error(F .. ": access_token is required (or set S2_ACCESS_TOKEN)", 2)
   end
   util.check_string(F, "access_token", token, 2)
-  local max_attempts = retry.max_attempts or 3
-  if type(max_attempts) ~= "number" or max_attempts < 1 or max_attempts % 1 ~= 0
-      or max_attempts > 100 then
-    error(F .. ": retry.max_attempts must be an integer from 1 to 100, got "
-      .. tostring(max_attempts), 2)
-  end
-  local policy = retry.append_retry_policy or "all"
-  if policy ~= "all" and policy ~= "no_side_effects" then
-    error(F .. ": retry.append_retry_policy must be \"all\" or \"no_side_effects\", got "
-      .. tostring(policy), 2)
-  end
   if opts.force_http1 ~= nil and type(opts.force_http1) ~= "boolean" then
     error(F .. ": force_http1 must be a boolean, got " .. type(opts.force_http1), 2)
   end
@@ -84,10 +117,11 @@ function Client.new(opts)
     request_timeout = positive(F, "request_timeout", opts.request_timeout, 5),
     drain_timeout = non_negative(F, "drain_timeout", opts.drain_timeout, nil),
     connection_timeout = positive(F, "connection_timeout", opts.connection_timeout, 3),
-    max_attempts = max_attempts,
-    min_base_delay = positive(F, "retry.min_base_delay", retry.min_base_delay, 0.1),
-    max_base_delay = positive(F, "retry.max_base_delay", retry.max_base_delay, 1),
-    append_retry_policy = policy,
+    -- Unary calls (the core's client config); sessions get `retry` itself (session_retry).
+    max_attempts = retry.max_attempts == math.huge and UNARY_FOREVER_ATTEMPTS or retry.max_attempts,
+    min_base_delay = retry.min_base_delay,
+    max_base_delay = retry.max_base_delay,
+    append_retry_policy = retry.append_retry_policy,
     ca_file = opts.ca_file,
   }
   -- At collection or exit, unacked batches get this long to drain (see docs/api.md).
@@ -95,7 +129,8 @@ function Client.new(opts)
   local ok, handle, err = pcall(core.client, cfg)
   if not ok then error(F .. ": " .. tostring(handle), 2) end
   if not handle then return nil, err end
-  local client = setmetatable({ core = handle, config = cfg, compression = compression,
+  local client = setmetatable({ core = handle, config = cfg, retry = retry,
+                                compression = compression,
                                 force_http1 = opts.force_http1 and true or false }, Client)
   events.register(client, opts.on_event)
   return client
@@ -108,6 +143,13 @@ function Client:poll_events()
     error("client:poll_events: call it with ':' on a client", 2)
   end
   return events.poll(self)
+end
+
+--- A session's retry settings: the client's, with what the session's `retry` option (if
+-- any) overrides; checked like the client's. `level` as for error(), from the caller.
+function Client:_session_retry(fname, retry, level)
+  if retry == nil then return self.retry end
+  return check_retry(fname, retry, self.retry, level + 1)
 end
 
 function Client:basin(name)

@@ -10,7 +10,7 @@ Producer.__index = Producer
 
 local OPTIONS = util.set {
   "linger", "max_batch_records", "max_batch_bytes", "max_inflight_bytes", "idempotent",
-  "fencing_token", "match_seq_num",
+  "fencing_token", "match_seq_num", "retry",
 }
 
 local function check_int(F, name, v, lo, hi)
@@ -24,6 +24,7 @@ end
 function Producer.open(stream, opts)
   local F = "stream:producer"
   opts = util.check_options(F, opts, OPTIONS, 3)
+  local retry = stream.client:_session_retry(F, opts.retry, 3)
   local linger = opts.linger or 0.005
   if type(linger) ~= "number" or linger ~= linger or linger < 0 or linger > 60 then
     error(("%s: linger must be a number of seconds from 0 to 60, got %s")
@@ -53,6 +54,7 @@ function Producer.open(stream, opts)
   end
   local client = stream.client
   local handle, err = client.core:producer(stream.basin.name, stream.name, {
+    retry = retry,
     linger = linger, max_batch_records = max_records, max_batch_bytes = max_bytes,
     max_inflight_bytes = max_inflight, idempotent = opts.idempotent and true or false,
     match_seq_num = match_seq_num, fencing_token = opts.fencing_token,

@@ -8,9 +8,14 @@ local deliver = require("s2.events").deliver
 local Reader = {}
 Reader.__index = Reader
 
+-- Who takes records (see wait_caught_up): the coroutine of the last next(); the main thread
+-- is this token (LuaJIT's coroutine.running() gives nil there).
+local MAIN = {}
+local function current() return coroutine.running() or MAIN end
+
 local OPTIONS = util.set {
   "seq_num", "timestamp", "tail_offset", "clamp", "count", "bytes", "until", "wait",
-  "ignore_command_records",
+  "ignore_command_records", "retry",
 }
 
 function Reader.open(stream, opts)
@@ -19,6 +24,7 @@ function Reader.open(stream, opts)
   local client = stream.client
   local copy = {}
   for k, v in pairs(opts) do copy[k] = v end
+  copy.retry = client:_session_retry(F, opts.retry, 3)
   copy.compression = client.compression
   copy.http1 = client.force_http1
   copy.encryption_key = require("s2.stream")._encryption_key(stream)
@@ -34,6 +40,7 @@ end
 function Reader:next(timeout)
   if self.closed then error("reader:next: the read session is closed", 2) end
   timeout = await.check_timeout("reader:next", timeout)
+  self._consumer = current()
   local h = self._core
   local deadline = timeout and require("s2.core").now() + timeout
   while true do
@@ -69,10 +76,53 @@ function Reader:records()
   end
 end
 
---- True once the session has reached the tail (then it waits for new records).
+--- True once every record up to the tail the server last reported has been handed out by
+-- next() (or records()), and nothing came since: no record, no reconnect. Records received
+-- but not taken yet keep it false; a reconnect resets it until the new connection reports
+-- a tail; a failed session is not caught up.
 function Reader:is_caught_up()
   if self.closed then return false end
   return self._core:status().caught_up
+end
+
+--- Waits until is_caught_up() (at once when it is), up to timeout seconds (nil: no limit).
+-- It reads nothing itself: records are handed out only by next(). So when the caller is
+-- the one taking records (it called next() last, nobody has yet, or it is a plain script,
+-- which blocks its thread) and records are buffered, it fails at once with code
+-- "records_pending" instead of waiting for a catch-up that could never come. Another
+-- coroutine (cqueues, copas, luv, OpenResty) taking the records lets it wait them out.
+-- true | nil, err (code "timeout"; "records_pending"; "closed" when the session was closed
+-- or ended by a limit short of the tail; the session's error when it failed)
+function Reader:wait_caught_up(timeout)
+  if self.closed then error("reader:wait_caught_up: the read session is closed", 2) end
+  timeout = await.check_timeout("reader:wait_caught_up", timeout)
+  local h = self._core
+  local me = self._consumer == nil or self._consumer == current()
+  local waitable = {
+    ready = function() return h:caught_up_poll(me) ~= false end,
+    pollfd = function() return h:caught_up_fd(me) end,
+    events = function() return "r" end,
+    timeout = function() return nil end,
+    notice = function() return h:caught_up_notice(me) end,
+  }
+  local now = require("s2.core").now
+  local deadline = timeout and now() + timeout
+  while true do
+    local left = deadline and math.max(0, deadline - now())
+    local ok, err = await.wait(waitable, left)
+    if ok == "block" then return h:wait_caught_up(left) end
+    if not ok then
+      if err.code == "timeout" then
+        return nil, errors.new("timeout", ("not caught up within %.3f s"):format(timeout),
+          { retryable = true })
+      end
+      return nil, err
+    end
+    local done, perr = h:caught_up_poll(me)
+    if done then return true end
+    if done == nil then return nil, perr end
+    -- (false: it fell behind again between the wake and this look: wait on)
+  end
 end
 
 --- The last tail the server reported ({ seq_num, timestamp }), or nil.
@@ -81,7 +131,7 @@ function Reader:last_tail()
   return self._core:status().tail
 end
 
---- Counters and state: caught_up, tail, ended, delivered, reconnects.
+--- Counters and state: caught_up (as is_caught_up), tail, ended, delivered, reconnects.
 function Reader:status()
   deliver()
   return self._core:status()

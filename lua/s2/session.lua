@@ -8,7 +8,7 @@ local Session = {}
 Session.__index = Session
 
 local SUBMIT_OPTIONS = util.set { "match_seq_num", "fencing_token" }
-local OPTIONS = util.set { "max_inflight_bytes", "max_inflight_batches" }
+local OPTIONS = util.set { "max_inflight_bytes", "max_inflight_batches", "retry" }
 local MIN_INFLIGHT_BYTES = 1024 * 1024
 
 function Session.open(stream, opts)
@@ -25,7 +25,9 @@ function Session.open(stream, opts)
       :format(F, tostring(max_batches)), 3)
   end
   local client = stream.client
+  local retry = client:_session_retry(F, opts.retry, 3)
   local core, err = client.core:append_session(stream.basin.name, stream.name, {
+    retry = retry,
     max_inflight_bytes = max_bytes,
     max_inflight_batches = max_batches,
     compression = client.compression,

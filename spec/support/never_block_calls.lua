@@ -211,6 +211,35 @@ calls[#calls + 1] = {
   check = check_later, cleanup = close_reader,
 }
 
+-- A read session that cannot catch up before the ticker runs: the proxy refuses connections
+-- until the first tick (the session's own retry keeps trying), then the tail report comes.
+calls[#calls + 1] = {
+  name = "reader:wait_caught_up", link = "slow",
+  prepare = function(ctx)
+    local stream, _, name = ctx.streams("caughtup")
+    must("create_stream", ctx.direct:basin(ctx.basin):create_stream(name))
+    ctx.proxy:command("refuse on")
+    ctx.proxy:command("cut_all") -- no connection made before goes through either
+    local reader = must("read_session", stream:read_session {
+      seq_num = 0, retry = { max_attempts = math.huge, min_base_delay = 0.01, max_base_delay = 0.05 },
+    })
+    return { reader = reader, ctx = ctx }
+  end,
+  on_tick = function(s)
+    if s.opened then return end
+    s.opened = true
+    s.ctx.proxy:command("refuse off")
+  end,
+  call = function(s) return s.reader:wait_caught_up(5) end,
+  check = function(_, r)
+    if r[1] ~= true then return "expected true, got " .. describe(r[1], r[2]) end
+  end,
+  cleanup = function(s)
+    s.ctx.proxy:command("refuse off")
+    s.reader:close()
+  end,
+}
+
 -- A producer with 20 records in flight through the slow link.
 local function loaded_producer(ctx, tag)
   local stream, _, name = ctx.streams(tag)
