@@ -109,6 +109,21 @@ describe("observability events", function()
     c:close()
   end)
 
+  it("reports a session's own retry budget: max_attempts = math.huge as math.huge", function()
+    local list, handler = collector()
+    local c = fault_client { on_event = handler }
+    local stream = fault_stream(c, "forever")
+    server:command("drop_after 1 at_next_batch")
+    local session = must(stream:append_session { retry = { max_attempts = math.huge } })
+    must(must(session:submit { "one" }):ack())
+    must(must(session:submit { "two" }):ack())
+    must(session:close())
+    local retries = of_type(list, "retry")
+    assert.is_true(#retries >= 1)
+    assert.are.equal(math.huge, retries[1].max_attempts)
+    c:close()
+  end)
+
   it("reports every connection opened (as many as stats() counts) and retired", function()
     local list, handler = collector()
     local c = fault_client { on_event = handler }
