@@ -10,7 +10,8 @@
 #   make examples   every example, the host guides' (docs/hosts/) and OpenResty's in nginx
 #   make dist       build/dist/s2-VERSION-1.src.rock, the source rock (luarocks pack)
 #   make bench-openresty   the module in real nginx under wrk (docs/benchmarks.md)
-#   make install    install s2/core.so and s2/*.lua (PREFIX, DESTDIR honoured)
+#   make install    install s2/core.so, s2/*.lua and bin/s2lua (DESTDIR, INST_PREFIX, INST_LIBDIR,
+#                   INST_LUADIR, INST_BINDIR honoured)
 
 LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
