@@ -1,11 +1,17 @@
 # s2 — Lua client for S2. See README.md.
 #
 #   make            build build/s2/core.so (Lua 5.4)
-#   make deps       install what is missing (Debian packages, s2-lite into ~/.cache)
+#   make deps       install what is missing for everything (Debian packages, s2-lite into
+#                   ~/.cache); the same as make test-deps
+#   make demo-deps  only what building and running the module and s2-lite need
 #   make test       deps + build + the busted suite against a real s2-lite
-#   make demo       deps + build + examples/quickstart.lua against a real s2-lite
+#   make demo       demo-deps + build + examples/quickstart.lua against a real s2-lite
+#                   (S2_LITE=/path/to/server: that binary; S2_ACCOUNT_ENDPOINT set: that server)
+#   make examples   every example, the host guides' (docs/hosts/) and OpenResty's in nginx
+#   make dist       build/dist/s2-VERSION-1.src.rock, the source rock (luarocks pack)
 #   make bench-openresty   the module in real nginx under wrk (docs/benchmarks.md)
-#   make install    install s2/core.so, s2/*.lua and bin/s2lua (DESTDIR honoured)
+#   make install    install s2/core.so, s2/*.lua and bin/s2lua (DESTDIR, INST_PREFIX, INST_LIBDIR,
+#                   INST_LUADIR, INST_BINDIR honoured)
 
 LUA_VERSION ?= 5.4
 LUA         ?= lua$(LUA_VERSION)
@@ -49,7 +55,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader bench-openresty
+.PHONY: all deps test-deps demo-deps dist test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader bench-openresty
 
 all: $(CORE_SO)
 
@@ -93,13 +99,17 @@ compat:
 	@$(MAKE) --no-print-directory LUA_PC=lua5.3 BUILD=build-5.3 all
 	@$(MAKE) --no-print-directory LUA_PC=lua5.1 BUILD=build-5.1 all
 
-deps:
-	@scripts/deps.sh
+deps test-deps:
+	@scripts/deps.sh test
+
+demo-deps:
+	@scripts/deps.sh demo
 
 # The whole suite runs against one in-memory s2-lite started (and stopped) by the wrapper;
 # each spec file makes its own uniquely named basin.
-# Also: the Lua 5.3 and 5.1 builds must compile, the rockspec must build and load, and every
-# example must run; then the spec suite, whose last line is "N passed, N failed".
+# Also: the Lua 5.3 and 5.1 builds must compile, the rockspecs must build, pack, install (the
+# source rock, into a clean tree) and load, `luarocks test` must pass, and every example must
+# run (OpenResty's in nginx); then the spec suite, whose last line is "N passed, N failed".
 test: deps
 	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) $(DNS_SHIM) luajit compat
 	@scripts/check-layers.sh $(BUILD)/obj
@@ -107,9 +117,14 @@ test: deps
 	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
 	@$(WITH_S2) $(BUSTED)
 
-demo: deps
+demo: demo-deps
 	@$(MAKE) --no-print-directory all
-	@$(IN_TREE) $(WITH_S2) $(LUA) examples/quickstart.lua
+	@env LUA=$(LUA) BUILD=$(BUILD) scripts/demo.sh
+
+# The source rock of the release rockspec: the sources as a tarball beside the rockspec,
+# packed with `luarocks pack` (scripts/dist.sh; no repository is fetched).
+dist:
+	@scripts/dist.sh $(BUILD)/dist
 
 # The whole suite with AddressSanitizer + UBSan (the Lua interpreter is not instrumented,
 # so libasan is preloaded).
@@ -151,9 +166,10 @@ bench-producer: deps
 	@$(MAKE) --no-print-directory all
 	@$(IN_TREE) $(WITH_S2) sh -c 'for s in 100 8192; do RECORD_SIZE=$$s $(LUA) bench/producer_throughput.lua; done'
 
-# Every examples/*.lua (not examples/openresty/) against a fresh s2-lite, one line each.
+# Every examples/*.lua and examples/hosts/* (OpenResty's through real nginx, with the LuaJIT
+# build) against a fresh s2-lite, one line each.
 examples: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all luajit
 	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
 
 # libFuzzer harnesses of the codecs (fuzz/), ASan+UBSan, FUZZ_SECONDS each, two at a time.
