@@ -85,6 +85,10 @@ end
 function Producer:flush(timeout)
   if self.closed then error("producer:flush: the producer is closed", 2) end
   timeout = await.check_timeout("producer:flush", timeout)
+  -- Where waiting is not allowed, refuse before sealing: whether the acks happen to be in
+  -- already must not decide between "invalid" and success.
+  local can, cerr = await.can_wait()
+  if not can then return nil, cerr end
   local last, err = self._core:flush_start()
   if not last then return nil, err end
   if last == true then return true end -- nothing was ever sealed

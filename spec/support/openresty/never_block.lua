@@ -248,6 +248,18 @@ function M.in_log()
     if not p then return nil, err end
     return p:flush(1)
   end)
+  -- The same once every record is acked (polled without waiting): flush must still refuse,
+  -- not succeed because there happens to be nothing left to wait for.
+  record_phase_result("log:producer_flush_acked", function()
+    local p, err = st:producer { linger = 0 }
+    if not p then return nil, err end
+    local t, serr = p:submit("acked before the flush")
+    if not t then return nil, serr end
+    local deadline = ngx.now() + 5
+    while not t:ready() and ngx.now() < deadline do ngx.update_time() end
+    if not t:ready() then return nil, { code = "not_acked", message = "no ack within 5 s" } end
+    return p:flush(1)
+  end)
   dict:set("log:done", "yes")
 end
 
