@@ -88,6 +88,16 @@ $(FAULT_SERVER): $(FAULT_SERVER_SRCS) csrc/s2.h
 	  $(shell $(PKG_CONFIG) --cflags $(FAULT_SERVER_PCS)) -o $@ $(FAULT_SERVER_SRCS) \
 	  $(shell $(PKG_CONFIG) --libs $(FAULT_SERVER_PCS))
 
+# Null S2 sink for benchmarks (tools/null_sink.c, the same codec sources): acks every batch at
+# once and serves reads from generated streams, so only the client's cost is measured.
+NULL_SINK      ?= $(BUILD)/null-sink
+NULL_SINK_SRCS  = tools/null_sink.c csrc/s2_buf.c csrc/s2_json.c csrc/s2_error.c csrc/s2_proto.c csrc/s2_frame.c
+$(NULL_SINK): $(NULL_SINK_SRCS) csrc/s2.h csrc/s2_internal.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -O2 -Icsrc \
+	  $(shell $(PKG_CONFIG) --cflags $(FAULT_SERVER_PCS)) -o $@ $(NULL_SINK_SRCS) \
+	  $(shell $(PKG_CONFIG) --libs $(FAULT_SERVER_PCS))
+
 # Compile checks for the other Lua versions the C sources support.
 compat:
 	@$(MAKE) --no-print-directory LUA_PC=lua5.3 BUILD=build-5.3 all
