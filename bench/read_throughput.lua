@@ -3,7 +3,7 @@
 -- bench/peers/measure.py beside the official SDKs' read workloads.
 --
 --   lua5.4 bench/read_throughput.lua --workload read_session|read_unary --record-size N \
---          --records N [--target sink|s2-lite] [--basin B --stream S] [--prepare]
+--          --records N [--target sink|s2-lite] [--basin B --stream S] [--prepare|--prepare-only]
 --
 -- Endpoints and token come from the S2_* environment (scripts/with-s2-lite.sh, or
 -- bench/with_sink.sh for tools/null_sink.c).
@@ -17,7 +17,8 @@
 -- The stream: with --target sink, `gen-SIZE-N` (the sink generates it; bodies are checked
 -- against tools/null_sink.c's documented pattern on the first and last record). With
 -- --target s2-lite it must hold N records of SIZE bytes: --prepare first appends them through
--- an append session of 1000-record batches (not timed); bench/run_peers.sh prepares one
+-- an append session of 1000-record batches (not timed; --prepare-only: then exits without
+-- output); bench/run_peers.sh prepares one
 -- stream per case and lets every client read it. Without --stream: `read-SIZE-N`. Without
 -- --basin (s2-lite) a fresh basin is made.
 --
@@ -43,8 +44,9 @@ do
   local i = 1
   while i <= #arg do
     local k, v = arg[i], arg[i + 1]
-    if k == "--prepare" then
+    if k == "--prepare" or k == "--prepare-only" then
       args.prepare = true
+      args.prepare_only = k == "--prepare-only"
       i = i + 1
     else
       if v == nil then die(k .. " needs a value") end
@@ -104,6 +106,12 @@ if args.prepare then
   end
   local ok, cerr = session:close()
   if not ok then die("prepare close: " .. tostring(cerr)) end
+  if args.prepare_only then
+    local t = assert(stream:check_tail())
+    if t.seq_num < n then die(("prepared %d records, not %d"):format(t.seq_num, n)) end
+    client:close()
+    os.exit(0)
+  end
 end
 
 local tail, terr = stream:check_tail()
