@@ -24,7 +24,7 @@
 #                                   Against the sink, reads use its generated gen-SIZE-N streams;
 #                                   against s2-lite one stream per read case is prepared first
 #                                   (bench/read_throughput.lua --prepare-only, not timed)
-#   READ_PEERS="lua rust python ts" the peers that have the read workloads (issue 15)
+#   READ_PEERS="lua rust go python ts"  the peers with the read workloads (issue 15)
 #   NO_READS=1                      skip the read workloads
 set -uo pipefail
 
@@ -36,7 +36,7 @@ peers="${PEERS:-rust go ts python curl}"
 scale="${PEER_SCALE:-1}"
 append_size="${APPEND_RECORD_SIZE:-128}"
 target="${TARGET:-s2-lite}"
-read_peers=" ${READ_PEERS:-lua rust python ts} "
+read_peers=" ${READ_PEERS:-lua rust go python ts} "
 case "$target" in s2-lite|sink) ;; *) echo "run_peers: TARGET is s2-lite or sink" >&2; exit 2 ;; esac
 : "${S2_ACCOUNT_ENDPOINT:?S2_ACCOUNT_ENDPOINT is not set (run under scripts/with-s2-lite.sh)}"
 : "${S2_BASIN_ENDPOINT:?S2_BASIN_ENDPOINT is not set}"
