@@ -48,9 +48,9 @@
  *                                       "read_sessions":N,"unary_appends":N,"unary_reads":N,
  *                                       "frames_in":N,"records_in":N,"batches_out":N,
  *                                       "records_out":N,"heartbeats":N}
- * Anything else gets 501 not_implemented. The s2-basin header, the token, match_seq_num,
- * fencing tokens, record timestamps and headers are ignored; streams are one namespace
- * across basins.
+ * Anything else gets 501 not_implemented, SSE reads (accept: text/event-stream) included.
+ * The s2-basin header, the token, match_seq_num, fencing tokens, record timestamps and
+ * headers are ignored; streams are one namespace across basins.
  *
  * The generated stream. A stream named `gen-SIZE-COUNT` (decimal, e.g. gen-128-1000000)
  * starts with COUNT records of SIZE bytes (SIZE <= 1048568); any other stream starts empty,
@@ -1220,6 +1220,7 @@ static void classify(struct req *r) {
     }
     if (!records) return;
     int s2s = !strncasecmp(r->ctype, "s2s/proto", 9);
+    if (strstr(r->accept, "text/event-stream")) return; /* SSE reads: not served (501) */
     if (!strcmp(r->method, "GET")) r->kind = s2s ? R_RSESSION : R_UNARY_READ;
     else if (!strcmp(r->method, "POST")) r->kind = s2s ? R_SESSION : R_UNARY_APPEND;
 }
