@@ -111,7 +111,7 @@ deps:
 # Also: the Lua 5.3 and 5.1 builds must compile, the rockspec must build and load, and every
 # example must run; then the spec suite, whose last line is "N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) $(DNS_SHIM) luajit compat
+	@$(MAKE) --no-print-directory all $(FAULT_PROXY) $(FAULT_SERVER) $(NULL_SINK) $(DNS_SHIM) luajit compat
 	@scripts/check-layers.sh $(BUILD)/obj
 	@scripts/check-rockspec.sh
 	@$(WITH_S2) env LUA=$(LUA) BUILD=$(BUILD) scripts/run-examples.sh
