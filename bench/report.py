@@ -23,6 +23,7 @@ SDK_NAMES = {"rust": "Rust", "go": "Go", "ts": "TypeScript", "python": "Python",
 WORKLOADS = [("producer", 128), ("producer", 1024), ("producer", 8192), ("session", 1024),
              ("append", 128)]
 RSS_HEADROOM_MIB = 16
+READ_WORKLOADS = [("read_session", 128), ("read_session", 8192), ("read_unary", 128)]
 OPENRESTY_BEGIN = "<!-- openresty:begin"  # the section bench/openresty/run.py writes
 OPENRESTY_END = "<!-- openresty:end -->"
 
@@ -518,6 +519,65 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
         f.write("\n".join(L))
 
 
+def target_of(r):
+    return r.get("target") or "s2-lite"
+
+
+def sink_section(runs, versions):
+    """Issue 15: the rows run against the null sink (tools/null_sink.c) beside the same rows
+    against s2-lite, the read workloads, and the submit-path runs. Empty when the results hold
+    no sink or read rows."""
+    lite = summarise([r for r in runs if target_of(r) == "s2-lite" and r["workload"] != "submit"])
+    sink = summarise([r for r in runs if target_of(r) == "sink" and r["workload"] != "submit"])
+    submits = [r for r in runs if r["workload"] == "submit"]
+    if not sink and not submits and not any(k[1].startswith("read_") for k in lite):
+        return []
+    L = []
+    w = L.append
+    w("## Against the null sink: the client's own cost (issue 15)")
+    w("")
+    w("The same clients on the same workloads against `tools/null_sink.c` (`bench/with_sink.sh`), a")
+    w("server that acks every batch at once and serves reads from generated streams, so that what")
+    w("is left is the client's cost; beside them the s2-lite figures. Reads: a read session of N")
+    w("records from seq_num 0 (`read_session`), unary reads of 1000-record pages (`read_unary`);")
+    w("on s2-lite from a stream prepared once, on the sink from its `gen-SIZE-N` stream. Medians")
+    w("over the rounds; CPU is user+sys of the whole client process per record (start-up included).")
+    w("")
+    for wl, size in WORKLOADS + READ_WORKLOADS:
+        keys = [k for k in ["lua", "lua-sampled"] + OFFICIAL + ["curl"]
+                if (k, wl, size) in lite or (k, wl, size) in sink]
+        if not keys:
+            continue
+        any_s = lite.get((keys[0], wl, size)) or sink.get((keys[0], wl, size))
+        w(f"### {wl}, {size_name(size)} records × {any_s['records']:,}")
+        w("")
+        w("| client | records/s s2-lite | records/s sink | CPU µs/record s2-lite | CPU µs/record sink | peak RSS MiB s2-lite | peak RSS MiB sink |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for k in keys:
+            a, b = lite.get((k, wl, size), {}), sink.get((k, wl, size), {})
+            w(f"| {label(k, versions, (a or b).get('sample'))} | {f_int(a.get('records_per_s'))} |"
+              f" {f_int(b.get('records_per_s'))} | {f_num(a.get('cpu_us'), 2)} | {f_num(b.get('cpu_us'), 2)} |"
+              f" {f_num(a.get('rss'))} | {f_num(b.get('rss'))} |")
+        w("")
+    if submits:
+        w("### The submit path alone: `producer:submit` from one Lua thread, sink")
+        w("")
+        w("`bench/submit_rate.lua`, 100 B bodies. Accepted: records over the submit loop alone;")
+        w("acked: until `close` returned. Goal: ≥ 2 M records/s accepted.")
+        w("")
+        w("| tickets | records | accepted records/s | acked records/s | CPU µs/record | peak RSS MiB | rounds |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for mode, what in [("drop", "dropped"), ("keep", "every one kept"), ("sample", "1 in 100 awaited")]:
+            rs = [r for r in submits if r.get("tickets") == mode]
+            if not rs:
+                continue
+            w(f"| {what} | {rs[0]['records']:,} | {f_int(med(r['submit_records_per_s'] for r in rs))} |"
+              f" {f_int(med(r['records_per_s'] for r in rs))} | {f_num(med(r.get('cpu_us_per_record') for r in rs), 2)} |"
+              f" {f_num(med(r.get('peak_rss_mb') for r in rs))} | {len(rs)} |")
+        w("")
+    return L
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="?")
@@ -534,15 +594,22 @@ def main():
     if not runs:
         print("report: no runs in " + a.results, file=sys.stderr)
         return 1
+    all_runs = runs
+    # The s2-lite matrix as before; sink, read and submit rows go to sink_section (issue 15).
+    runs = [r for r in runs if target_of(r) == "s2-lite" and r["workload"] in dict(WORKLOADS)]
     summ = summarise(runs)
-    versions = {"lua": next((r["version"] for r in runs if r["sdk"] == "lua"), "?")}
-    for r in runs:
+    versions = {"lua": next((r["version"] for r in all_runs if r["sdk"] == "lua"), "?")}
+    for r in all_runs:
         versions.setdefault(r["sdk"], str(r["version"]).replace("curl ", ""))
     tool = draw_chart(chart_data(summ, versions), a.png)
     if not tool:
         print("report: no matplotlib and no gnuplot: chart not drawn", file=sys.stderr)
     png_rel = os.path.relpath(a.png, os.path.dirname(os.path.abspath(a.md)))
     write_md(a.md, png_rel, tool, meta, runs, skipped, errors, perf, summ)
+    extra = sink_section(all_runs, versions)
+    if extra:
+        with open(a.md, "a") as f:
+            f.write("\n\n" + "\n".join(extra))
     print(f"report: wrote {a.md}" + (f" and {a.png} ({tool})" if tool else ""), file=sys.stderr)
     return 0
 

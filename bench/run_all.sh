@@ -18,6 +18,12 @@
 #   RSS_RECORDS=1048576   records of RSS_RECORD_SIZE=1024 bytes in the RSS run (1 GiB); 0 skips it
 #   BUILD=build           where s2/core.so was built (make)
 #   NO_CHART_INSTALL=1    do not apt-get python3-matplotlib / gnuplot when neither is there
+#   TARGETS="s2-lite sink"  each round runs the matrix against a fresh s2-lite and then against
+#                         a fresh null sink (tools/null_sink.c, bench/with_sink.sh: only the
+#                         client's cost); the lines carry "target" (issue 15)
+#   SUBMIT_RECORDS=2000000  records per bench/submit_rate.lua run against the sink (three
+#                         runs: tickets dropped / kept / 1 in 100 awaited; x PEER_SCALE); 0
+#                         skips them
 set -uo pipefail
 
 results="${1:?usage: run_all.sh RESULTS.jsonl}"
@@ -108,9 +114,14 @@ if [ "$rounds" -gt 1 ] && [ "${ROUND_SERVER:-1}" != 0 ]; then
   round_server=("$root/scripts/with-s2-lite.sh")
 fi
 for k in $(seq 1 "$rounds"); do
-  log "round $k of $rounds"
+  for t in ${TARGETS:-s2-lite sink}; do
+  log "round $k of $rounds: $t"
   tmp="$(mktemp)"
-  PEERS="${PEERS:-lua lua-sampled rust go ts python curl}" "${round_server[@]}" "$here/run_peers.sh" "$tmp" || failures=1
+  if [ "$t" = sink ]; then
+    TARGET=sink PEERS="${PEERS:-lua lua-sampled rust go ts python curl}" "$here/with_sink.sh" "$here/run_peers.sh" "$tmp" || failures=1
+  else
+    PEERS="${PEERS:-lua lua-sampled rust go ts python curl}" "${round_server[@]}" "$here/run_peers.sh" "$tmp" || failures=1
+  fi
   python3 - "$tmp" "$k" >>"$results" <<'EOF'
 import json, sys
 for line in open(sys.argv[1]):
@@ -120,7 +131,30 @@ for line in open(sys.argv[1]):
         print(json.dumps(r))
 EOF
   rm -f "$tmp"
+  done
 done
+
+# ---------------------------------------------------------------- the submit path alone (sink)
+submit_records="$(awk -v n="${SUBMIT_RECORDS:-2000000}" -v s="${PEER_SCALE:-1}" 'BEGIN { v = int(n * s); print (n > 0 && v < 1 ? 1 : v) }')"
+if [ "$submit_records" -gt 0 ]; then
+  export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$build/?.so;;"
+  for mode in drop keep sample; do
+    log "submit rate: $submit_records x 100 B, tickets $mode (null sink)"
+    if line="$("$here/with_sink.sh" python3 "$here/peers/measure.py" "${LUA:-lua5.4}" \
+                 "$here/submit_rate.lua" --tickets "$mode" --records "$submit_records")"; then
+      echo "$line" >>"$results"
+      python3 - "$line" >&2 <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+print(f"run_all: submit ({r['tickets']}) {r['submit_records_per_s']:.0f} rec/s accepted, "
+      f"{r['records_per_s']:.0f} rec/s acked, {r['cpu_us_per_record']} us/rec, rss {r['peak_rss_mb']} MiB")
+PY
+    else
+      failures=1
+      echo "{\"sdk\":\"lua\",\"workload\":\"submit\",\"tickets\":\"$mode\",\"target\":\"sink\",\"record_size\":100,\"records\":$submit_records,\"error\":\"run failed, see stderr\"}" >>"$results"
+    fi
+  done
+fi
 
 # ---------------------------------------------------------------- 1 GiB through the producer
 rss_records="${RSS_RECORDS:-1048576}"

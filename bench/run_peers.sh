@@ -19,6 +19,13 @@
 #   S2_GO_SDK_SRC=DIR               build the Go peer against this s2-sdk-go v0.20.0 source tree
 #                                   (the Go module proxy refuses the module here, see README)
 #   PYTHON=python3                  interpreter for the Python venv (>= 3.11)
+#   TARGET=s2-lite                  what the endpoints are: "s2-lite", or "sink" (tools/null_sink.c
+#                                   under bench/with_sink.sh); every line gets "target": TARGET.
+#                                   Against the sink, reads use its generated gen-SIZE-N streams;
+#                                   against s2-lite one stream per read case is prepared first
+#                                   (bench/read_throughput.lua --prepare-only, not timed)
+#   READ_PEERS="lua rust go python ts"  the peers with the read workloads (issue 15)
+#   NO_READS=1                      skip the read workloads
 set -uo pipefail
 
 results="${1:?usage: run_peers.sh RESULTS.jsonl}"
@@ -28,6 +35,9 @@ cache="${S2_LUA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/s2-lua}"
 peers="${PEERS:-rust go ts python curl}"
 scale="${PEER_SCALE:-1}"
 append_size="${APPEND_RECORD_SIZE:-128}"
+target="${TARGET:-s2-lite}"
+read_peers=" ${READ_PEERS:-lua rust go python ts} "
+case "$target" in s2-lite|sink) ;; *) echo "run_peers: TARGET is s2-lite or sink" >&2; exit 2 ;; esac
 : "${S2_ACCOUNT_ENDPOINT:?S2_ACCOUNT_ENDPOINT is not set (run under scripts/with-s2-lite.sh)}"
 : "${S2_BASIN_ENDPOINT:?S2_BASIN_ENDPOINT is not set}"
 export S2_ACCESS_TOKEN="${S2_ACCESS_TOKEN:-ignored}"
@@ -39,11 +49,11 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 json_str() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 skip_line() { # sdk reason
-  echo "{\"sdk\":\"$1\",\"skipped\":$(json_str "$2")}" >>"$results"
+  echo "{\"sdk\":\"$1\",\"target\":\"$target\",\"skipped\":$(json_str "$2")}" >>"$results"
 }
 
 # ---------------------------------------------------------------- install / build (idempotent)
-declare -A cmd ready
+declare -A cmd ready read_cmd
 reason=""
 fail() { reason="$*"; }
 
@@ -112,6 +122,7 @@ setup_lua() {
   # Only the Lua peer reads these; the checkout's modules, not an installed copy.
   export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$build/?.so;;"
   cmd[lua]="$lua $here/lua_bench.lua"
+  read_cmd[lua]="$lua $here/read_throughput.lua --target $target"
 }
 
 setup_lua_sampled() {
@@ -156,6 +167,30 @@ matrix=(
   "session 1024 $(scaled 100000)"
   "append $append_size $(scaled 1000)"
 )
+if [ -z "${NO_READS:-}" ]; then
+  matrix+=(
+    "read_session 128 $(scaled 1000000)"
+    "read_session 8192 $(scaled 100000)"
+    "read_unary 128 $(scaled 100000)"
+  )
+fi
+
+# The stream a read case reads: the sink generates gen-SIZE-N; on s2-lite it is written once
+# (through the Lua client's append session, not timed) and read by every peer.
+declare -A prepared
+read_stream() { # size n -> the stream's name in $stream; 1 if it cannot be prepared
+  local size="$1" n="$2" name
+  if [ "$target" = sink ]; then stream="gen-$size-$n"; return 0; fi
+  name="read-$size-$n"
+  if [ -z "${prepared[$name]:-}" ]; then
+    setup_lua || { log "cannot prepare $name: $reason"; return 1; }
+    log "preparing $name ($n records of $size B)"
+    ${LUA:-lua5.4} "$here/read_throughput.lua" --target s2-lite --prepare-only --record-size "$size" \
+      --records "$n" --basin "$basin" --stream "$name" >&2 || { log "preparing $name failed"; return 1; }
+    prepared[$name]=1
+  fi
+  stream="$name"
+}
 
 failures=0
 # Workload-major order: s2-lite's in-memory state grows during the run and shares the CPU, so
@@ -166,16 +201,24 @@ for row in "${matrix[@]}"; do
     [ -n "${ready[$p]:-}" ] || continue
     [ "$p" = curl ] && [ "$workload" != append ] && continue
     [ "$p" = lua-sampled ] && [ "$workload" != producer ] && continue
+    run="${cmd[$p]}"
     stream="$p-$workload-$size"
+    case "$workload" in
+      read_*)
+        case "$read_peers" in *" $p "*) ;; *) continue ;; esac
+        [ -n "${read_cmd[$p]:-}" ] && run="${read_cmd[$p]}"
+        read_stream "$size" "$n" || { failures=$((failures + 1)); continue; } ;;
+    esac
     # shellcheck disable=SC2086 # cmd[...] holds a command and its fixed arguments
-    if line="$(python3 "$peers_dir/measure.py" ${cmd[$p]} --workload "$workload" \
+    if line="$(python3 "$peers_dir/measure.py" $run --workload "$workload" \
                  --record-size "$size" --records "$n" --basin "$basin" --stream "$stream")"; then
+      line="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["target"]=sys.argv[2]; print(json.dumps(r))' "$line" "$target")"
       echo "$line" >>"$results"
       python3 - "$line" >&2 <<'EOF'
 import json, sys
 r = json.loads(sys.argv[1])
 sdk = r['sdk'] + (f"/{r['latency_sample']}" if r.get('latency_sample', 1) > 1 else "")
-print(f"run_peers: {sdk:<6} {r['workload']:<8} {r['record_size']:>5} B x {r['records']:<6} "
+print(f"run_peers: {r['target']:<7} {sdk:<6} {r['workload']:<12} {r['record_size']:>5} B x {r['records']:<7} "
       f"{r['records_per_s']:>10.0f} rec/s {r['mib_per_s']:>7.2f} MiB/s  "
       f"ack p50 {r['ack_p50_ms']} ms p99 {r['ack_p99_ms']} ms  "
       f"cpu {r['cpu_user_s']}+{r['cpu_sys_s']} s ({r.get('cpu_us_per_record')} us/rec)  rss {r['peak_rss_mb']} MiB")
@@ -183,7 +226,7 @@ EOF
     else
       failures=$((failures + 1))
       log "FAILED: $p $workload $size x $n"
-      echo "{\"sdk\":\"$p\",\"workload\":\"$workload\",\"record_size\":$size,\"records\":$n,\"error\":\"run failed, see stderr\"}" >>"$results"
+      echo "{\"sdk\":\"$p\",\"target\":\"$target\",\"workload\":\"$workload\",\"record_size\":$size,\"records\":$n,\"error\":\"run failed, see stderr\"}" >>"$results"
     fi
   done
 done

@@ -1,8 +1,12 @@
 // Peer benchmark for the official Go SDK (github.com/s2-streamstore/s2-sdk-go), run by
 // bench/run_peers.sh.
 //
-//	s2-peer-bench-go --workload producer|session|append --record-size N --records N \
-//	                 --basin B --stream S
+//	s2-peer-bench-go --workload producer|session|append|read_session|read_unary \
+//	                 --record-size N --records N --basin B --stream S
+//
+// read_session / read_unary (issue 15) read N records from seq_num 0 of a stream that holds
+// them (bench/run_peers.sh prepares it, or it is the null sink's gen-SIZE-N): one
+// ReadSession with Count N, every record taken; or unary Reads of 1000-record pages.
 //
 // Endpoints and token come from S2_ACCOUNT_ENDPOINT / S2_BASIN_ENDPOINT / S2_ACCESS_TOKEN
 // (s2.NewFromEnvironment). Prints one JSON line; cpu_user_s / cpu_sys_s / peak_rss_mb are
@@ -18,6 +22,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -75,7 +80,7 @@ type pending[T any] struct {
 }
 
 func main() {
-	workload := flag.String("workload", "producer", "producer|session|append")
+	workload := flag.String("workload", "producer", "producer|session|append|read_session|read_unary")
 	recordSize := flag.Int("record-size", 1024, "record body bytes")
 	records := flag.Int("records", 10000, "records to append")
 	basinName := flag.String("basin", "", "basin")
@@ -218,6 +223,51 @@ func main() {
 			}
 			lat = append(lat, float64(time.Since(t0).Microseconds())/1e3)
 		}
+	case "read_session":
+		zero, count := uint64(0), uint64(n)
+		session, err := stream.ReadSession(ctx, &s2.ReadOptions{SeqNum: &zero, Count: &count})
+		if err != nil {
+			die("read_session: %v", err)
+		}
+		got := uint64(0)
+		for got < count && session.Next() {
+			r := session.Record()
+			if r.SeqNum != got {
+				die("seq_num %d != expected %d", r.SeqNum, got)
+			}
+			if len(r.Body) != *recordSize {
+				die("body of %d bytes", len(r.Body))
+			}
+			got++
+		}
+		if err := session.Err(); err != nil {
+			die("read: %v", err)
+		}
+		session.Close()
+		if got != count {
+			die("read %d records, expected %d", got, count)
+		}
+	case "read_unary":
+		batchRecords = int(math.Max(1, math.Min(1000, float64(oneMiB/(*recordSize+8)))))
+		got := uint64(0)
+		for got < uint64(n) {
+			from, want := got, uint64(math.Min(1000, float64(uint64(n)-got)))
+			t0 := time.Now()
+			batch, err := stream.Read(ctx, &s2.ReadOptions{SeqNum: &from, Count: &want})
+			if err != nil {
+				die("read: %v", err)
+			}
+			lat = append(lat, float64(time.Since(t0).Microseconds())/1e3)
+			if len(batch.Records) == 0 {
+				die("empty page at %d", got)
+			}
+			for _, r := range batch.Records {
+				if r.SeqNum != got {
+					die("seq_num %d != expected %d", r.SeqNum, got)
+				}
+				got++
+			}
+		}
 	default:
 		die("unknown workload %s", *workload)
 	}
@@ -228,7 +278,8 @@ func main() {
 	if err != nil {
 		die("check_tail: %v", err)
 	}
-	if tail.Tail.SeqNum != uint64(n) {
+	reading := strings.HasPrefix(*workload, "read_")
+	if (reading && tail.Tail.SeqNum < uint64(n)) || (!reading && tail.Tail.SeqNum != uint64(n)) {
 		die("tail is %d after %d records: records did not land", tail.Tail.SeqNum, n)
 	}
 	sort.Float64s(lat)

@@ -1,7 +1,11 @@
 """Peer benchmark for the official Python SDK (PyPI s2-sdk), run by bench/run_peers.sh.
 
-  python bench.py --workload producer|session|append --record-size N --records N \
-                  --basin B --stream S
+  python bench.py --workload producer|session|append|read_session|read_unary \
+                  --record-size N --records N --basin B --stream S
+
+read_session / read_unary (issue 15) read N records from seq_num 0 of a stream that holds
+them (bench/run_peers.sh prepares it, or it is the null sink's gen-SIZE-N): one read_session
+with count N, every record taken; or unary reads of 1000-record pages.
 
 Endpoints come from S2_ACCOUNT_ENDPOINT / S2_BASIN_ENDPOINT (Endpoints.from_env), the token
 from S2_ACCESS_TOKEN. Prints one JSON line; cpu_user_s / cpu_sys_s / peak_rss_mb are null
@@ -18,7 +22,7 @@ import time
 from datetime import timedelta
 from importlib.metadata import version
 
-from s2_sdk import S2, AppendInput, Batching, Endpoints, Record
+from s2_sdk import S2, AppendInput, Batching, Endpoints, ReadLimit, Record, SeqNum
 
 ONE_MIB = 1024 * 1024
 
@@ -52,7 +56,7 @@ async def consume(queue: asyncio.Queue, lat: list, check_seq: bool) -> None:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workload", default="producer", choices=["producer", "session", "append"])
+    ap.add_argument("--workload", default="producer", choices=["producer", "session", "append", "read_session", "read_unary"])
     ap.add_argument("--record-size", type=int, default=1024)
     ap.add_argument("--records", type=int, default=10000)
     ap.add_argument("--basin", required=True)
@@ -96,6 +100,32 @@ async def main() -> None:
                     left -= k
             queue.put_nowait(None)
             await consumer
+        elif args.workload == "read_session":
+            got = 0
+            session = stream.read_session(start=SeqNum(0), limit=ReadLimit(count=n))
+            async for batch in session:
+                for r in batch.records:
+                    if r.seq_num != got:
+                        die(f"seq_num {r.seq_num} != expected {got}")
+                    got += 1
+                if got >= n:
+                    break
+            await session.close()
+            if got != n:
+                die(f"read {got} records, expected {n}")
+        elif args.workload == "read_unary":
+            batch_records = max(1, min(1000, ONE_MIB // (args.record_size + 8)))
+            got = 0
+            while got < n:
+                t0 = time.perf_counter()
+                batch = await stream.read(start=SeqNum(got), limit=ReadLimit(count=min(1000, n - got)))
+                lat.append((time.perf_counter() - t0) * 1e3)
+                if not batch.records:
+                    die(f"empty page at {got}")
+                for r in batch.records:
+                    if r.seq_num != got:
+                        die(f"seq_num {r.seq_num} != expected {got}")
+                    got += 1
         else:
             batch_records = 1
             for _ in range(n):
@@ -106,7 +136,8 @@ async def main() -> None:
         cpu_window = time.process_time() - cpu0
 
         tail = await stream.check_tail()
-        if tail.seq_num != n:
+        reading = args.workload.startswith("read_")
+        if (reading and tail.seq_num < n) or (not reading and tail.seq_num != n):
             die(f"tail is {tail.seq_num} after {n} records: records did not land")
 
     lat.sort()

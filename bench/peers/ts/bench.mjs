@@ -1,7 +1,11 @@
 // Peer benchmark for the official TypeScript SDK (@s2-dev/streamstore), run by bench/run_peers.sh.
 //
-//   node bench.mjs --workload producer|session|append --record-size N --records N \
-//                  --basin B --stream S
+//   node bench.mjs --workload producer|session|append|read_session|read_unary \
+//                  --record-size N --records N --basin B --stream S
+//
+// read_session / read_unary (issue 15) read N records from seq_num 0 of a stream that holds
+// them (bench/run_peers.sh prepares it, or it is the null sink's gen-SIZE-N), as bytes: one
+// readSession with count N, every record taken; or unary reads of 1000-record pages.
 //
 // Endpoints and token come from S2_ACCOUNT_ENDPOINT / S2_BASIN_ENDPOINT / S2_ACCESS_TOKEN
 // (S2Environment.parse). Prints one JSON line; cpu_user_s / cpu_sys_s / peak_rss_mb are null
@@ -114,6 +118,35 @@ async function main() {
       await stream.append(AppendInput.create([AppendRecord.bytes({ body })]));
       lat.push(nowMs() - t0);
     }
+  } else if (args.workload === "read_session") {
+    const session = await stream.readSession(
+      { start: { from: { seqNum: 0 } }, stop: { limits: { count: n } } },
+      { as: "bytes" },
+    );
+    let got = 0;
+    for await (const r of session) {
+      if (r.seqNum !== got) die(`seq_num ${r.seqNum} != expected ${got}`);
+      if (r.body.length !== args.recordSize) die(`body of ${r.body.length} bytes`);
+      got++;
+      if (got >= n) break;
+    }
+    if (got !== n) die(`read ${got} records, expected ${n}`);
+  } else if (args.workload === "read_unary") {
+    batchRecords = Math.max(1, Math.min(1000, Math.floor(ONE_MIB / (args.recordSize + 8))));
+    let got = 0;
+    while (got < n) {
+      const t0 = nowMs();
+      const batch = await stream.read(
+        { start: { from: { seqNum: got } }, stop: { limits: { count: Math.min(1000, n - got) } } },
+        { as: "bytes" },
+      );
+      lat.push(nowMs() - t0);
+      if (batch.records.length === 0) die(`empty page at ${got}`);
+      for (const r of batch.records) {
+        if (r.seqNum !== got) die(`seq_num ${r.seqNum} != expected ${got}`);
+        got++;
+      }
+    }
   } else {
     die(`unknown workload ${args.workload}`);
   }
@@ -122,7 +155,8 @@ async function main() {
 
   const tail = await stream.checkTail();
   const seq = tail.tail.seqNum;
-  if (seq !== n) die(`tail is ${seq} after ${n} records: records did not land`);
+  const reading = args.workload.startsWith("read_");
+  if ((reading && seq < n) || (!reading && seq !== n)) die(`tail is ${seq} after ${n} records: records did not land`);
   await stream.close();
 
   lat.sort((x, y) => x - y);

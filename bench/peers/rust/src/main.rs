@@ -1,7 +1,11 @@
 //! Peer benchmark for the official Rust SDK (`s2-sdk`), run by bench/run_peers.sh.
 //!
-//!   s2-peer-bench --workload producer|session|append --record-size N --records N \
-//!                 --basin B --stream S
+//!   s2-peer-bench --workload producer|session|append|read_session|read_unary \
+//!                 --record-size N --records N --basin B --stream S
+//!
+//! read_session / read_unary (issue 15) read N records from seq_num 0 of a stream that holds
+//! them (bench/run_peers.sh prepares it, or it is the null sink's gen-SIZE-N): one
+//! `read_session` with count N, every record taken; or unary `read`s of 1000-record pages.
 //!
 //! Endpoints come from S2_ACCOUNT_ENDPOINT / S2_BASIN_ENDPOINT, the token from S2_ACCESS_TOKEN.
 //! Prints one JSON line. cpu_user_s / cpu_sys_s / peak_rss_mb are left null: the runner
@@ -14,8 +18,12 @@ use s2_sdk::{
     append_session::AppendSessionConfig,
     batching::{BatchLimits, BatchingConfig},
     producer::ProducerConfig,
-    types::{AppendInput, AppendRecord, AppendRecordBatch, S2Config, S2Endpoints},
+    types::{
+        AppendInput, AppendRecord, AppendRecordBatch, ReadFrom, ReadInput, ReadLimits,
+        ReadSessionConfig, ReadStart, ReadStop, S2Config, S2Endpoints,
+    },
 };
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 const SDK_VERSION: &str = "0.35.3";
@@ -200,13 +208,64 @@ async fn main() {
                 lat_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             }
         }
+        "read_session" => {
+            let input = ReadInput::new()
+                .with_start(ReadStart::new().with_from(ReadFrom::SeqNum(0)))
+                .with_stop(ReadStop::new().with_limits(ReadLimits::new().with_count(n)));
+            let mut session = stream
+                .read_session(input, ReadSessionConfig::new())
+                .await
+                .unwrap_or_else(|e| die(&format!("read_session: {e}")));
+            let mut got = 0u64;
+            while let Some(batch) = session.next().await {
+                let batch = batch.unwrap_or_else(|e| die(&format!("read: {e}")));
+                for r in &batch.records {
+                    if r.seq_num != got {
+                        die(&format!("seq_num {} != expected {}", r.seq_num, got));
+                    }
+                    if r.body.len() != args.record_size {
+                        die(&format!("body of {} bytes", r.body.len()));
+                    }
+                    got += 1;
+                }
+                if got >= n as u64 {
+                    break;
+                }
+            }
+            if got != n as u64 {
+                die(&format!("read {got} records, expected {n}"));
+            }
+        }
+        "read_unary" => {
+            batch_records = 1000.min(ONE_MIB / (args.record_size + 8)).max(1);
+            let mut got = 0u64;
+            while got < n as u64 {
+                let want = 1000.min(n - got as usize);
+                let input = ReadInput::new()
+                    .with_start(ReadStart::new().with_from(ReadFrom::SeqNum(got)))
+                    .with_stop(ReadStop::new().with_limits(ReadLimits::new().with_count(want)));
+                let t0 = Instant::now();
+                let batch = stream.read(input).await.unwrap_or_else(|e| die(&format!("read: {e}")));
+                lat_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                if batch.records.is_empty() {
+                    die(&format!("empty page at {got}"));
+                }
+                for r in &batch.records {
+                    if r.seq_num != got {
+                        die(&format!("seq_num {} != expected {}", r.seq_num, got));
+                    }
+                    got += 1;
+                }
+            }
+        }
         other => die(&format!("unknown workload {other}")),
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_window = cpu_seconds() - cpu0;
 
     let tail = stream.check_tail().await.unwrap_or_else(|e| die(&format!("check_tail: {e}")));
-    if tail.seq_num != n as u64 {
+    let reading = args.workload.starts_with("read_");
+    if (reading && tail.seq_num < n as u64) || (!reading && tail.seq_num != n as u64) {
         die(&format!("tail is {} after {} records: records did not land", tail.seq_num, n));
     }
 
