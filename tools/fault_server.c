@@ -123,6 +123,9 @@
  *                        no ack; once N batches arrived on it (default 0: never) drop the
  *                        connection as drop_after does. The client sees a cut, or its
  *                        request timeout; what it re-sends afterwards is in the records.
+ *                        When the client ends its body (close, the exit drain) the response
+ *                        ends as usual, acks still missing: the client takes that as a failed
+ *                        attempt and resends on a new session, which times=1 leaves clean.
  *   read_reconnect_flag_after N
  *                        next S2S read session: set flag 0x10 (reconnect advised) on its
  *                        Nth batch (N >= 1), then go on serving until the client resets the
