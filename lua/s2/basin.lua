@@ -20,7 +20,10 @@ local function check_encryption_key(fname, key)
   if type(key) ~= "string" then
     error(("%s: encryption_key must be a string (base64), got %s"):format(fname, type(key)), 3)
   end
-  local trimmed = key:match("^%s*(.-)%s*$")
+  -- Linear: the first and last non-blank (a "^%s*(.-)%s*$" match backtracks over every
+  -- run of blanks inside, quadratic in a long key).
+  local first = key:find("%S")
+  local trimmed = first and key:sub(first, key:match(".*()%S")) or ""
   if #trimmed < 1 or #trimmed > core.MAX_ENCRYPTION_KEY or trimmed:find("[^A-Za-z0-9+/=]") then
     error(("%s: encryption_key must be 1 to %d characters of base64 (A-Z a-z 0-9 + / =), "
       .. "got %d characters%s"):format(fname, core.MAX_ENCRYPTION_KEY, #trimmed,

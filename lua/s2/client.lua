@@ -129,6 +129,9 @@ function Client.new(opts)
   local ok, handle, err = pcall(core.client, cfg)
   if not ok then error(F .. ": " .. tostring(handle), 2) end
   if not handle then return nil, err end
+  -- The core keeps its own copy of the token; the Lua side must not (every stream, session,
+  -- reader and producer holds its client: a dump of any of them would show it).
+  cfg.access_token = nil
   local client = setmetatable({ core = handle, config = cfg, retry = retry,
                                 compression = compression,
                                 force_http1 = opts.force_http1 and true or false }, Client)

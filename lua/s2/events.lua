@@ -11,7 +11,15 @@ local M = {}
 local clients = setmetatable({}, { __mode = "k" }) -- client -> true (every live client)
 local logger            -- s2.set_logger's function, or nil
 local any_handler = false -- some client has (or had) an on_event: deliver() looks
-local delivering = false  -- a handler is running: no nested delivery
+-- Coroutines (MAIN for the main thread) running a handler: no nested delivery there. Per
+-- coroutine, not one flag: a handler may yield (it waits under a scheduler) in a coroutine
+-- that is never resumed (killed by a timeout, an aborted request), and a module-wide flag
+-- left set then would stop every later delivery. Weak: such a coroutine goes with its entry.
+local delivering = setmetatable({}, { __mode = "k" })
+local MAIN = {}
+local function current()
+  return coroutine.running() or MAIN -- (Lua 5.1 / LuaJIT: nil in the main thread)
+end
 local reported = setmetatable({}, { __mode = "k" }) -- handler -> true: its error was told
 
 local function handler_of(client)
@@ -66,19 +74,22 @@ end
 
 --- Delivers what every client has queued. Cheap when nobody has a handler.
 function M.deliver()
-  if delivering or (not logger and not any_handler) then return end
-  delivering = true
+  if not logger and not any_handler then return end
+  local co = current()
+  if delivering[co] then return end
+  delivering[co] = true
   local ok, err = pcall(deliver_all)
-  delivering = false
+  delivering[co] = nil
   if not ok then error(err, 0) end -- only a take_events failure (no memory) gets here
 end
 
 --- client:poll_events() -> n: delivers the client's queued events now.
 function M.poll(client)
-  if delivering then return 0 end
-  delivering = true
+  local co = current()
+  if delivering[co] then return 0 end
+  delivering[co] = true
   local ok, n = pcall(deliver_client, client)
-  delivering = false
+  delivering[co] = nil
   if not ok then error(n, 0) end
   return n
 end

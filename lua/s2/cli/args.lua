@@ -106,8 +106,12 @@ function M.parse(flags, argv)
       flags_done = true
     else
       local name, inline = a:match("^(%-%-[^=]+)=(.*)$")
+      if not name and not a:match("^%-%-") and #a > 2 then
+        name, inline = a:sub(1, 2), a:sub(3) -- "-kVALUE": a value glued to a short flag
+      end
       name = name or a
       local f = by_name[name]
+      -- Only the option's name, never what came with it (it may be a key or a token).
       if not f then M.usage_error("unknown option " .. name) end
       local v
       if f.type == "flag" then
