@@ -86,8 +86,8 @@ static lua_Integer check_max(lua_State *L, int idx) {
         lua_Number v = lua_tonumber(L, idx);
         if (v >= 1 && v <= 1e15 && v == (lua_Number)(lua_Integer)v) max = (lua_Integer)v;
     }
-    if (max < 1) luaL_error(L, "reader:next_batch: max must be an integer >= 1, got %s",
-                            luaL_tolstring(L, idx, NULL));
+    if (max < 1) luaL_error(L, "reader:next_batch: max must be an integer >= 1 (got a %s)",
+                            luaL_typename(L, idx));
     return max;
 }
 
