@@ -12,7 +12,7 @@
 --                 reader:next() (a table per record, what an application sees), until the
 --                 session ends; N records must come, with consecutive seq_nums.
 --   read_session_batch  the same session, records taken with reader:next_batch() (lists of
---                 up to 1000 records per call, the fastest documented way).
+--                 up to 1000 records per call, or --batch-max N; the fastest documented way).
 --   read_unary    stream:read{ seq_num = s, count = 1000 } pages (1000 records or 1 MiB
 --                 metered, whichever is smaller: 127 records of 8 KiB), until N records came.
 --
@@ -36,6 +36,14 @@ local core = require "s2.core"
 
 local ONE_MIB = 1024 * 1024
 
+-- Lua 5.1 / LuaJIT too (no // nor math.tointeger there).
+local function int(v)
+  v = tonumber(v)
+  if v and v == math.floor(v) then return v end
+  return nil
+end
+local function per_mib(size) return math.floor(ONE_MIB / (size + 8)) end
+
 local function die(msg)
   io.stderr:write("read bench: ", msg, "\n")
   os.exit(1)
@@ -53,11 +61,12 @@ do
     else
       if v == nil then die(k .. " needs a value") end
       if k == "--workload" then args.workload = v
-      elseif k == "--record-size" then args.record_size = math.tointeger(tonumber(v)) or die("bad --record-size")
-      elseif k == "--records" then args.records = math.tointeger(tonumber(v)) or die("bad --records")
+      elseif k == "--record-size" then args.record_size = int(v) or die("bad --record-size")
+      elseif k == "--records" then args.records = int(v) or die("bad --records")
       elseif k == "--target" then args.target = v
       elseif k == "--basin" then args.basin = v
       elseif k == "--stream" then args.stream = v
+      elseif k == "--batch-max" then args.batch_max = int(v) or die("bad --batch-max")
       else die("unknown argument " .. k) end
       i = i + 2
     end
@@ -94,7 +103,7 @@ end
 if args.prepare then
   local session, err = stream:append_session()
   if not session then die("append_session: " .. tostring(err)) end
-  local per = math.max(1, math.min(1000, ONE_MIB // (size + 8)))
+  local per = math.max(1, math.min(1000, per_mib(size)))
   local body = ("x"):rep(size)
   local full = {}
   for j = 1, per do full[j] = body end
@@ -147,7 +156,7 @@ elseif args.workload == "read_session_batch" then
   if not reader then die("read_session: " .. tostring(err)) end
   local next_batch = reader.next_batch
   while true do
-    local list, rerr = next_batch(reader)
+    local list, rerr = next_batch(reader, args.batch_max)
     if not list then
       if rerr then die("read: " .. tostring(rerr)) end
       break
@@ -206,9 +215,9 @@ local fields = {
   { "version", str(s2.VERSION) },
   { "workload", str(args.workload) },
   { "target", str(args.target) },
-  { "record_size", tostring(size) },
-  { "records", tostring(n) },
-  { "batch_records", args.workload == "read_unary" and tostring(math.min(1000, ONE_MIB // (size + 8))) or "null" },
+  { "record_size", ("%d"):format(size) },
+  { "records", ("%d"):format(n) },
+  { "batch_records", args.workload == "read_unary" and tostring(math.min(1000, per_mib(size))) or "null" },
   { "requests", args.workload == "read_unary" and tostring(batches) or "1" },
   { "seconds", num(seconds, "%.4f") },
   { "records_per_s", num(n / seconds, "%.1f") },

@@ -377,12 +377,15 @@ void s2l_push_record_k(lua_State *L, int keys, const s2_sequenced_record *r) {
     lua_rawset(L, -3);
 }
 
+/* One record (reader:next): pushing the keys first would cost more than it saves. */
 void s2l_push_record(lua_State *L, const s2_sequenced_record *r) {
-    s2l_push_record_keys(L);
-    int keys = lua_gettop(L) - 3;
-    s2l_push_record_k(L, keys, r);
-    lua_replace(L, keys);
-    lua_pop(L, 3);
+    lua_createtable(L, 0, 4);
+    s2l_set_int(L, "seq_num", r->seq_num);
+    s2l_set_int(L, "timestamp", r->timestamp);
+    s2l_push_headers(L, r->headers, r->num_headers);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, (const char *)r->body, r->body_len);
+    lua_setfield(L, -2, "body");
 }
 
 void s2l_push_read_batch(lua_State *L, const s2_read_batch *b) {
