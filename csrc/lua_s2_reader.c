@@ -75,8 +75,9 @@ static int l_reader_next(lua_State *L) {
     return 1;
 }
 
-/* Records are taken from the core CHUNK at a time: each chunk's are Lua tables before the
- * next chunk is taken (which frees the batches the previous one drained). */
+/* Records are taken from the core CHUNK at most at a time, and one server batch at most at a
+ * time: each call's are Lua tables before the next call (which frees the batch the previous
+ * one drained). */
 #define CHUNK 256
 
 static lua_Integer check_max(lua_State *L, int idx) {
@@ -112,14 +113,14 @@ static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double 
     }
     s2l_push_record_keys(L);
     int keys = lua_gettop(L) - 3;
-    lua_createtable(L, n < want ? (int)n : (int)(max < 1024 ? max : 1024), 0);
+    lua_createtable(L, (int)n, 0); /* grows if more batches follow */
     lua_Integer i = 0;
     for (;;) {
         for (size_t j = 0; j < n; j++) {
             s2l_push_record_k(L, keys, &recs[j]);
             lua_rawseti(L, -2, ++i);
         }
-        if (n < want || i >= max) break;
+        if (i >= max) break;
         want = max - i < CHUNK ? (size_t)(max - i) : CHUNK;
         /* More may be buffered: take it without waiting. A failure or the end found here
          * is sticky: the next call reports it. */

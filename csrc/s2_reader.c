@@ -582,10 +582,9 @@ static void read_on_stream_close(s2_op *op, uint32_t h2_error) {
 
 /* ---- caller side ----------------------------------------------------------------------------- */
 
-/* Hands out up to max records under one lock: records of several queued batches may go in
- * one call. Batches handed out in full stay queued (the records point into them) and are
- * freed, and their window bytes given back, at the next call. timeout 0 never waits and
- * reads no clock. */
+/* Hands out up to max records of one queued batch under one lock. A batch handed out in
+ * full stays queued (the records point into it) and is freed, and its window bytes given
+ * back, at the next call. timeout 0 never waits and reads no clock. */
 int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_record *out,
                                size_t max, size_t *taken, s2_error *err) {
     double deadline = timeout <= 0 ? timeout : s2_now() + timeout; /* 0: do not wait */
@@ -607,8 +606,10 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
             wake = true;
             b = s->rq_head;
         }
-        /* Take from b and the batches after it; they stay queued until the next call. */
-        for (; b && n < max; b = b->next) {
+        /* Take from b (and, if it held only ignored command records, the batches after it),
+         * never past the end of a batch that gave records: each call then frees at most the
+         * one batch the call before drained, rather than several MiB at once. */
+        for (; b && n == 0; b = b->next) {
             const s2_sequenced_record *recs = b->batch.records;
             size_t pos = b->pos, end = b->batch.num_records;
             while (pos < end && n < max) {
