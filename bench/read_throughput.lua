@@ -2,7 +2,7 @@
 -- shape of bench/peers/* (see bench/README-peers.md) so bench/run_peers.sh can run it under
 -- bench/peers/measure.py beside the official SDKs' read workloads.
 --
---   lua5.4 bench/read_throughput.lua --workload read_session|read_unary --record-size N \
+--   lua5.4 bench/read_throughput.lua --workload read_session|read_session_batch|read_unary --record-size N \
 --          --records N [--target sink|s2-lite] [--basin B --stream S] [--prepare|--prepare-only]
 --
 -- Endpoints and token come from the S2_* environment (scripts/with-s2-lite.sh, or
@@ -11,6 +11,8 @@
 --   read_session  stream:read_session{ seq_num = 0, count = N }, every record taken with
 --                 reader:next() (a table per record, what an application sees), until the
 --                 session ends; N records must come, with consecutive seq_nums.
+--   read_session_batch  the same session, records taken with reader:next_batch() (lists of
+--                 up to 1000 records per call, or --batch-max N; the fastest documented way).
 --   read_unary    stream:read{ seq_num = s, count = 1000 } pages (1000 records or 1 MiB
 --                 metered, whichever is smaller: 127 records of 8 KiB), until N records came.
 --
@@ -34,6 +36,14 @@ local core = require "s2.core"
 
 local ONE_MIB = 1024 * 1024
 
+-- Lua 5.1 / LuaJIT too (no // nor math.tointeger there).
+local function int(v)
+  v = tonumber(v)
+  if v and v == math.floor(v) then return v end
+  return nil
+end
+local function per_mib(size) return math.floor(ONE_MIB / (size + 8)) end
+
 local function die(msg)
   io.stderr:write("read bench: ", msg, "\n")
   os.exit(1)
@@ -51,11 +61,12 @@ do
     else
       if v == nil then die(k .. " needs a value") end
       if k == "--workload" then args.workload = v
-      elseif k == "--record-size" then args.record_size = math.tointeger(tonumber(v)) or die("bad --record-size")
-      elseif k == "--records" then args.records = math.tointeger(tonumber(v)) or die("bad --records")
+      elseif k == "--record-size" then args.record_size = int(v) or die("bad --record-size")
+      elseif k == "--records" then args.records = int(v) or die("bad --records")
       elseif k == "--target" then args.target = v
       elseif k == "--basin" then args.basin = v
       elseif k == "--stream" then args.stream = v
+      elseif k == "--batch-max" then args.batch_max = int(v) or die("bad --batch-max")
       else die("unknown argument " .. k) end
       i = i + 2
     end
@@ -64,7 +75,8 @@ end
 local size, n = args.record_size, args.records
 if n < 1 or size < 0 then die("bad arguments") end
 if args.target ~= "sink" and args.target ~= "s2-lite" then die("--target is sink or s2-lite") end
-if args.workload ~= "read_session" and args.workload ~= "read_unary" then
+if args.workload ~= "read_session" and args.workload ~= "read_session_batch"
+  and args.workload ~= "read_unary" then
   die("unknown workload " .. args.workload)
 end
 
@@ -91,7 +103,7 @@ end
 if args.prepare then
   local session, err = stream:append_session()
   if not session then die("append_session: " .. tostring(err)) end
-  local per = math.max(1, math.min(1000, ONE_MIB // (size + 8)))
+  local per = math.max(1, math.min(1000, per_mib(size)))
   local body = ("x"):rep(size)
   local full = {}
   for j = 1, per do full[j] = body end
@@ -139,6 +151,26 @@ if args.workload == "read_session" then
     got = got + 1
   end
   reader:close()
+elseif args.workload == "read_session_batch" then
+  local reader, err = stream:read_session { seq_num = 0, count = n }
+  if not reader then die("read_session: " .. tostring(err)) end
+  local next_batch = reader.next_batch
+  while true do
+    local list, rerr = next_batch(reader, args.batch_max)
+    if not list then
+      if rerr then die("read: " .. tostring(rerr)) end
+      break
+    end
+    for j = 1, #list do
+      local r = list[j]
+      if r.seq_num ~= got then die(("seq_num %d, expected %d"):format(r.seq_num, got)) end
+      got = got + 1
+    end
+    if first_body == nil then first_body = list[1].body end
+    last_body = list[#list].body
+    batches = batches + 1
+  end
+  reader:close()
 else
   while got < n do
     local batch, err = stream:read { seq_num = got, count = math.min(1000, n - got) }
@@ -183,9 +215,9 @@ local fields = {
   { "version", str(s2.VERSION) },
   { "workload", str(args.workload) },
   { "target", str(args.target) },
-  { "record_size", tostring(size) },
-  { "records", tostring(n) },
-  { "batch_records", args.workload == "read_unary" and tostring(math.min(1000, ONE_MIB // (size + 8))) or "null" },
+  { "record_size", ("%d"):format(size) },
+  { "records", ("%d"):format(n) },
+  { "batch_records", args.workload == "read_unary" and tostring(math.min(1000, per_mib(size))) or "null" },
   { "requests", args.workload == "read_unary" and tostring(batches) or "1" },
   { "seconds", num(seconds, "%.4f") },
   { "records_per_s", num(n / seconds, "%.1f") },

@@ -23,7 +23,8 @@ SDK_NAMES = {"rust": "Rust", "go": "Go", "ts": "TypeScript", "python": "Python",
 WORKLOADS = [("producer", 128), ("producer", 1024), ("producer", 8192), ("session", 1024),
              ("append", 128)]
 RSS_HEADROOM_MIB = 16
-READ_WORKLOADS = [("read_session", 128), ("read_session", 8192), ("read_unary", 128)]
+READ_WORKLOADS = [("read_session", 128), ("read_session", 8192), ("read_session_batch", 128),
+                  ("read_session_batch", 8192), ("read_unary", 128)]
 OPENRESTY_BEGIN = "<!-- openresty:begin"  # the section bench/openresty/run.py writes
 OPENRESTY_END = "<!-- openresty:end -->"
 
@@ -539,7 +540,9 @@ def sink_section(runs, versions):
     w("The same clients on the same workloads against `tools/null_sink.c` (`bench/with_sink.sh`), a")
     w("server that acks every batch at once and serves reads from generated streams, so that what")
     w("is left is the client's cost; beside them the s2-lite figures. Reads: a read session of N")
-    w("records from seq_num 0 (`read_session`), unary reads of 1000-record pages (`read_unary`);")
+    w("records from seq_num 0 (`read_session`; `read_session_batch`: the same, the Lua client")
+    w("taking lists of up to 1000 records with `reader:next_batch()`), unary reads of 1000-record")
+    w("pages (`read_unary`);")
     w("on s2-lite from a stream prepared once, on the sink from its `gen-SIZE-N` stream. Medians")
     w("over the rounds; CPU is user+sys of the whole client process per record (start-up included).")
     w("")

@@ -171,6 +171,8 @@ if [ -z "${NO_READS:-}" ]; then
   matrix+=(
     "read_session 128 $(scaled 1000000)"
     "read_session 8192 $(scaled 100000)"
+    "read_session_batch 128 $(scaled 1000000)"
+    "read_session_batch 8192 $(scaled 100000)"
     "read_unary 128 $(scaled 100000)"
   )
 fi
@@ -201,6 +203,8 @@ for row in "${matrix[@]}"; do
     [ -n "${ready[$p]:-}" ] || continue
     [ "$p" = curl ] && [ "$workload" != append ] && continue
     [ "$p" = lua-sampled ] && [ "$workload" != producer ] && continue
+    # reader:next_batch (lists of records per call) is the Lua client's own API
+    [ "$workload" = read_session_batch ] && [ "$p" != lua ] && continue
     run="${cmd[$p]}"
     stream="$p-$workload-$size"
     case "$workload" in

@@ -98,6 +98,10 @@ void s2l_push_position(lua_State *L, const s2_position *pos);
 void s2l_push_headers(lua_State *L, const s2_header *h, size_t n);
 void s2l_push_ack(lua_State *L, const s2_append_ack *ack);
 void s2l_push_record(lua_State *L, const s2_sequenced_record *r);
+/* Bulk record tables: s2l_push_record_keys pushes the 4 keys; s2l_push_record_k pushes one
+ * record table using the keys at index keys (absolute). */
+void s2l_push_record_keys(lua_State *L);
+void s2l_push_record_k(lua_State *L, int keys, const s2_sequenced_record *r);
 void s2l_push_read_batch(lua_State *L, const s2_read_batch *b);
 
 /* ---- lua_s2_codec.c: module functions ----------------------------------------------------- */

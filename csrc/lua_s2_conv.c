@@ -350,6 +350,34 @@ void s2l_push_ack(lua_State *L, const s2_append_ack *ack) {
     lua_setfield(L, -2, "tail");
 }
 
+/* Record tables are made in bulk (a read session's batch, a unary page): the four keys are
+ * pushed once, at keys .. keys+3, and each record table is filled with lua_rawset, which
+ * looks no C string up (lua_setfield interns its key on every call). The shape is the same
+ * as s2l_push_record's. */
+void s2l_push_record_keys(lua_State *L) {
+    lua_pushliteral(L, "seq_num");
+    lua_pushliteral(L, "timestamp");
+    lua_pushliteral(L, "headers");
+    lua_pushliteral(L, "body");
+}
+
+void s2l_push_record_k(lua_State *L, int keys, const s2_sequenced_record *r) {
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, keys);
+    lua_pushinteger(L, (lua_Integer)r->seq_num);
+    lua_rawset(L, -3);
+    lua_pushvalue(L, keys + 1);
+    lua_pushinteger(L, (lua_Integer)r->timestamp);
+    lua_rawset(L, -3);
+    lua_pushvalue(L, keys + 2);
+    s2l_push_headers(L, r->headers, r->num_headers);
+    lua_rawset(L, -3);
+    lua_pushvalue(L, keys + 3);
+    lua_pushlstring(L, (const char *)r->body, r->body_len); /* straight from the frame */
+    lua_rawset(L, -3);
+}
+
+/* One record (reader:next): pushing the keys first would cost more than it saves. */
 void s2l_push_record(lua_State *L, const s2_sequenced_record *r) {
     lua_createtable(L, 0, 4);
     s2l_set_int(L, "seq_num", r->seq_num);
@@ -362,11 +390,15 @@ void s2l_push_record(lua_State *L, const s2_sequenced_record *r) {
 
 void s2l_push_read_batch(lua_State *L, const s2_read_batch *b) {
     lua_createtable(L, 0, 2);
+    s2l_push_record_keys(L);
+    int keys = lua_gettop(L) - 3;
     lua_createtable(L, (int)b->num_records, 0);
     for (size_t i = 0; i < b->num_records; i++) {
-        s2l_push_record(L, &b->records[i]);
+        s2l_push_record_k(L, keys, &b->records[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
+    lua_replace(L, keys); /* the list over the first key; the other three go */
+    lua_pop(L, 3);
     lua_setfield(L, -2, "records");
     if (b->has_tail) {
         s2l_push_position(L, &b->tail);

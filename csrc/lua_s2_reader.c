@@ -75,6 +75,91 @@ static int l_reader_next(lua_State *L) {
     return 1;
 }
 
+/* Records are taken from the core CHUNK at most at a time, and one server batch at most at a
+ * time: each call's are Lua tables before the next call (which frees the batch the previous
+ * one drained). */
+#define CHUNK 256
+
+static lua_Integer check_max(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return 1000;
+    lua_Integer max = 0;
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Number v = lua_tonumber(L, idx);
+        if (v >= 1 && v <= 1e15 && v == (lua_Number)(lua_Integer)v) max = (lua_Integer)v;
+    }
+    if (max < 1) luaL_error(L, "reader:next_batch: max must be an integer >= 1 (got a %s)",
+                            luaL_typename(L, idx));
+    return max;
+}
+
+/* The records of one call: up to max, waiting up to timeout for the first (0: none). On
+ * the stack: a list (returns 1), or nil (ended), nil, err; or, with nowait and nothing
+ * buffered, false. */
+static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double timeout,
+                      bool nowait) {
+    s2_sequenced_record recs[CHUNK];
+    s2_error err;
+    size_t n;
+    size_t want = max < CHUNK ? (size_t)max : CHUNK;
+    int rc = s2_read_session_next_batch(s, timeout, recs, want, &n, &err);
+    if (rc == -2 && nowait) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (rc < 0) return s2l_fail(L, &err);
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    s2l_push_record_keys(L);
+    int keys = lua_gettop(L) - 3;
+    lua_createtable(L, (int)n, 0); /* grows if more batches follow */
+    lua_Integer i = 0;
+    for (;;) {
+        for (size_t j = 0; j < n; j++) {
+            s2l_push_record_k(L, keys, &recs[j]);
+            lua_rawseti(L, -2, ++i);
+        }
+        if (i >= max) break;
+        want = max - i < CHUNK ? (size_t)(max - i) : CHUNK;
+        /* More may be buffered: take it without waiting. A failure or the end found here
+         * is sticky: the next call reports it. */
+        if (s2_read_session_next_batch(s, 0, recs, want, &n, &err) != 1) break;
+    }
+    lua_replace(L, keys);
+    lua_pop(L, 3);
+    return 1;
+}
+
+/* reader:next_batch([max [, timeout]]) -> list of 1..max records | nil (a limit was
+ * reached) | nil, err: waits (blocking this thread) only while none is buffered. */
+static int l_reader_next_batch(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    lua_Integer max = check_max(L, 2);
+    return push_batch(L, u->s, max, s2l_opt_timeout(L, 3), false);
+}
+
+/* reader:take([max]) -> never waits. Without max: a record; with it: a list of 1..max
+ * records. false when none is buffered; nil (ended); nil, err. */
+static int l_reader_take(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    if (!lua_isnoneornil(L, 2)) return push_batch(L, u->s, check_max(L, 2), 0, true);
+    s2_sequenced_record r;
+    s2_error err;
+    size_t n;
+    int rc = s2_read_session_next_batch(u->s, 0, &r, 1, &n, &err);
+    if (rc == -2) {
+        lua_pushboolean(L, 0);
+    } else if (rc < 0) {
+        return s2l_fail(L, &err);
+    } else if (rc == 0) {
+        lua_pushnil(L);
+    } else {
+        s2l_push_record(L, &r);
+    }
+    return 1;
+}
+
 /* The waitable protocol (lua/s2/await.lua): ready() when next(0) would not time out. */
 static int l_reader_ready(lua_State *L) {
     lua_pushboolean(L, s2_read_session_ready(check_reader(L)->s));
@@ -173,6 +258,8 @@ static int l_reader_close(lua_State *L) {
 
 static const luaL_Reg reader_methods[] = {
     {"next", l_reader_next},
+    {"next_batch", l_reader_next_batch},
+    {"take", l_reader_take},
     {"status", l_reader_status},
     {"ready", l_reader_ready},
     {"pollfd", l_reader_pollfd},

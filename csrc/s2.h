@@ -616,6 +616,13 @@ s2_read_session *s2_read_session_open(s2_runtime *rt, const char *basin, const c
  * next call); 0: ended (a limit was reached); -1: err (also a timeout: code "timeout"). */
 int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record *rec,
                          s2_error *err);
+/* Up to max (>= 1) records of one of the server's batches in one call, waiting as next()
+ * does only while none is buffered (timeout 0: never waits). 1: *taken (>= 1) records in
+ * out, valid until the next call of either; 0: ended; -1: err (the session failed); -2: none came in time (err: code
+ * "timeout"; a failed session whose error is a timeout gives -1). A failure after some
+ * records is reported by the call after the one that handed them out. */
+int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_record *out,
+                               size_t max, size_t *taken, s2_error *err);
 void s2_read_session_status(s2_read_session *s, s2_read_status *out);
 /* Whether next() would return at once (a record, the end, or the failure). Never waits. */
 bool s2_read_session_ready(s2_read_session *s);

@@ -208,6 +208,10 @@ typedef struct {
 } field;
 
 static int get_varint(reader *r, uint64_t *out) {
+    if (r->p < r->end && !(*r->p & 0x80)) { /* the common case: one byte */
+        *out = *r->p++;
+        return 0;
+    }
     uint64_t v = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
         if (r->p >= r->end) return -1;
@@ -346,49 +350,76 @@ static int decode_record(const uint8_t *p, size_t len, const record_shape *shape
     return 0;
 }
 
-/* Two passes over a message with repeated records in field `f_records`: count records and
- * headers, allocate both arrays once, then fill them. */
+/* A message with repeated records in field `f_records`. A first pass over the top level
+ * only counts the records (each is a length and a skip); the second decodes and checks each
+ * record once, into the records array, and its headers into an array grown as they come
+ * (most records have none). Headers are stored in record order, so each record's pointer
+ * into that array is set at the end, once it no longer moves. */
 static int decode_records(const uint8_t *p, size_t len, unsigned f_records,
                           const record_shape *shape, s2_sequenced_record **recs_out,
                           bool **has_ts_out, size_t *nrec_out, s2_header **hdrs_out) {
     reader r = {p, p + len};
     field f;
     int rc;
-    size_t nrec = 0, nhdr = 0;
+    size_t nrec = 0;
     while ((rc = next_field(&r, &f)) > 0) {
         if (f.field != f_records) continue;
         if (f.wt != WT_LEN) return -1;
-        size_t h;
-        if (decode_record(f.data, f.len, shape, NULL, NULL, NULL, &h) != 0) return -1;
         nrec++;
-        nhdr += h;
     }
     if (rc < 0) return -1;
-    s2_sequenced_record *recs = nrec ? calloc(nrec, sizeof *recs) : NULL;
-    s2_header *hdrs = nhdr ? calloc(nhdr, sizeof *hdrs) : NULL;
-    bool *has_ts = (has_ts_out && nrec) ? calloc(nrec, sizeof *has_ts) : NULL;
-    if ((nrec && !recs) || (nhdr && !hdrs) || (has_ts_out && nrec && !has_ts)) {
-        free(recs);
-        free(hdrs);
-        free(has_ts);
-        return -2;
+    s2_sequenced_record *recs = nrec ? malloc(nrec * sizeof *recs) : NULL;
+    bool *has_ts = (has_ts_out && nrec) ? malloc(nrec * sizeof *has_ts) : NULL;
+    s2_header *hdrs = NULL;
+    size_t nhdr = 0, hcap = 0;
+    if ((nrec && !recs) || (has_ts_out && nrec && !has_ts)) {
+        rc = -2;
+        goto fail;
     }
     r.p = p;
-    size_t i = 0, used = 0;
+    size_t i = 0;
     while (next_field(&r, &f) > 0) {
         if (f.field != f_records) continue;
         size_t h;
-        decode_record(f.data, f.len, shape, &recs[i], has_ts ? &has_ts[i] : NULL,
-                      hdrs ? hdrs + used : NULL, &h);
-        if (h == 0) recs[i].headers = NULL;
-        used += h;
+        /* Headers first counted (and checked), then, if any, decoded into room made for
+         * them: the common record (no headers) is decoded once. */
+        if (decode_record(f.data, f.len, shape, &recs[i], has_ts ? &has_ts[i] : NULL, NULL,
+                          &h) != 0) {
+            rc = -1;
+            goto fail;
+        }
+        if (h) {
+            if (nhdr + h > hcap) {
+                size_t cap = hcap ? hcap * 2 : 16;
+                while (cap < nhdr + h) cap *= 2;
+                s2_header *grown = realloc(hdrs, cap * sizeof *hdrs);
+                if (!grown) {
+                    rc = -2;
+                    goto fail;
+                }
+                hdrs = grown;
+                hcap = cap;
+            }
+            decode_record(f.data, f.len, shape, &recs[i], has_ts ? &has_ts[i] : NULL,
+                          hdrs + nhdr, &h);
+            nhdr += h;
+        }
         i++;
+    }
+    for (size_t j = 0, used = 0; j < nrec; j++) {
+        recs[j].headers = recs[j].num_headers ? hdrs + used : NULL;
+        used += recs[j].num_headers;
     }
     *recs_out = recs;
     *nrec_out = nrec;
     *hdrs_out = hdrs;
     if (has_ts_out) *has_ts_out = has_ts;
     return 0;
+fail:
+    free(recs);
+    free(hdrs);
+    free(has_ts);
+    return rc;
 }
 
 int s2_read_batch_decode(const uint8_t *p, size_t len, s2_read_batch *out, s2_error *err) {

@@ -582,12 +582,17 @@ static void read_on_stream_close(s2_op *op, uint32_t h2_error) {
 
 /* ---- caller side ----------------------------------------------------------------------------- */
 
-int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record *rec,
-                         s2_error *err) {
-    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+/* Hands out up to max records of one queued batch under one lock. A batch handed out in
+ * full stays queued (the records point into it) and is freed, and its window bytes given
+ * back, at the next call. timeout 0 never waits and reads no clock. */
+int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_record *out,
+                               size_t max, size_t *taken, s2_error *err) {
+    double deadline = timeout <= 0 ? timeout : s2_now() + timeout; /* 0: do not wait */
     bool wake = false;
     int rc;
+    size_t n = 0;
     s2_rbatch *drained = NULL;
+    bool skip_commands = s->ropts.ignore_command_records;
     s2_runtime_lock(s->op.rt);
     for (;;) {
         s2_rbatch *b = s->rq_head;
@@ -601,12 +606,22 @@ int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record
             wake = true;
             b = s->rq_head;
         }
-        if (b) {
-            const s2_sequenced_record *r = &b->batch.records[b->pos++];
-            if (s->ropts.ignore_command_records && is_command(r)) continue;
-            *rec = *r; /* points into b, which stays queued until the next call */
-            s->rstatus.delivered++;
-            s->rq_pending--;
+        /* Take from b (and, if it held only ignored command records, the batches after it),
+         * never past the end of a batch that gave records: each call then frees at most the
+         * one batch the call before drained, rather than several MiB at once. */
+        for (; b && n == 0; b = b->next) {
+            const s2_sequenced_record *recs = b->batch.records;
+            size_t pos = b->pos, end = b->batch.num_records;
+            while (pos < end && n < max) {
+                const s2_sequenced_record *r = &recs[pos++];
+                if (skip_commands && is_command(r)) continue;
+                out[n++] = *r;
+            }
+            b->pos = pos;
+        }
+        if (n) {
+            s->rstatus.delivered += n;
+            s->rq_pending -= n;
             if (!s->rq_pending) sync_caught_up(s); /* maybe caught up now */
             rc = 1;
             break;
@@ -627,11 +642,13 @@ int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record
             s2_runtime_lock(s->op.rt);
             continue;
         }
-        if (deadline >= 0 && s2_now() >= deadline) s2_completion_clear_locked(&s->readable);
+        if (deadline == 0 || (deadline > 0 && s2_now() >= deadline)) {
+            s2_completion_clear_locked(&s->readable);
+            rc = -2;
+            break;
+        }
         if (!s2_runtime_wait(s->op.rt, deadline)) {
-            s2_fail(err, S2_E_TIMEOUT, "timeout", "no record within %.3f s", timeout);
-            err->retryable = true;
-            rc = -1;
+            rc = -2;
             break;
         }
     }
@@ -642,7 +659,19 @@ int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record
         rbatch_free(drained);
         drained = next;
     }
+    *taken = n;
+    if (rc == -2) {
+        s2_fail(err, S2_E_TIMEOUT, "timeout", "no record within %.3f s", timeout);
+        err->retryable = true;
+    }
     return rc;
+}
+
+int s2_read_session_next(s2_read_session *s, double timeout, s2_sequenced_record *rec,
+                         s2_error *err) {
+    size_t n;
+    int rc = s2_read_session_next_batch(s, timeout, rec, 1, &n, err);
+    return rc == -2 ? -1 : rc;
 }
 
 void s2_read_session_status(s2_read_session *s, s2_read_status *out) {

@@ -35,34 +35,79 @@ function Reader.open(stream, opts)
   return setmetatable({ _core = handle, stream = stream, closed = false }, Reader)
 end
 
+local core = require "s2.core"
+local now = core.now
+
+local function timeout_error(timeout)
+  return errors.new("timeout", ("no record within %.3f s"):format(timeout), { retryable = true })
+end
+
+-- Waits (the scheduler's way, see s2.await) until take(max) gives something other than
+-- false, up to timeout seconds; in a plain script blocks in C through blocking(left).
+local function wait_take(self, max, timeout, blocking)
+  local h = self._core
+  local deadline = timeout and now() + timeout
+  while true do
+    local left = deadline and math.max(0, deadline - now())
+    local ok, err = await.wait(h, left)
+    if ok == "block" then
+      local got, rerr = blocking(h, left)
+      deliver()
+      return got, rerr
+    end
+    if not ok then
+      if err.code == "timeout" then return nil, timeout_error(timeout) end
+      return nil, err
+    end
+    local got, rerr = h:take(max)
+    -- false here: only command records were there (ignore_command_records): wait on.
+    if got ~= false then return got, rerr end
+    if deadline and now() >= deadline then return nil, timeout_error(timeout) end
+  end
+end
+
+local function block_next(h, left) return h:next(left) end
+
 --- The next record, waiting up to timeout seconds (nil: until one comes).
 -- record | nil (a limit was reached: count, bytes, until, wait) | nil, err
 function Reader:next(timeout)
   if self.closed then error("reader:next: the read session is closed", 2) end
-  timeout = await.check_timeout("reader:next", timeout)
+  if timeout ~= nil then timeout = await.check_timeout("reader:next", timeout) end
   self._consumer = current()
-  local h = self._core
-  local deadline = timeout and require("s2.core").now() + timeout
-  while true do
-    local left = deadline and math.max(0, deadline - require("s2.core").now())
-    local ok, err = await.wait(h, left)
-    if ok == "block" then
-      local record, rerr = h:next(left)
-      deliver()
-      return record, rerr
-    end
-    if not ok then
-      if err.code == "timeout" then
-        return nil, errors.new("timeout", ("no record within %.3f s"):format(timeout),
-          { retryable = true })
-      end
-      return nil, err
-    end
-    local record, rerr = h:next(0)
-    -- A timeout here: only command records were there (ignore_command_records): wait on.
-    if record ~= nil or rerr == nil or rerr.code ~= "timeout" then return record, rerr end
-    if deadline and require("s2.core").now() >= deadline then return record, rerr end
+  -- A record already buffered: one call into C, no wait.
+  local record, err = self._core:take()
+  if record ~= false then
+    deliver()
+    return record, err
   end
+  return wait_take(self, nil, timeout, block_next)
+end
+
+local function check_max(max)
+  if max == nil then return 1000 end
+  if type(max) ~= "number" or max < 1 or max ~= math.floor(max) or max > 1e15 then
+    error("reader:next_batch: max must be an integer >= 1, got " .. tostring(max), 3)
+  end
+  return max
+end
+
+--- Up to max records (default 1000) in one call: a list of those buffered now, waiting up
+-- to timeout seconds (nil: until one comes) only while none is. The same records, in the
+-- same order, as next() would return one at a time; records it returns count as handed out
+-- (is_caught_up, status().delivered). A failure after some records is returned by the
+-- next call.
+-- list (1..max records) | nil (a limit was reached) | nil, err
+function Reader:next_batch(max, timeout)
+  if self.closed then error("reader:next_batch: the read session is closed", 2) end
+  max = check_max(max)
+  if timeout ~= nil then timeout = await.check_timeout("reader:next_batch", timeout) end
+  self._consumer = current()
+  local list, err = self._core:take(max)
+  if list ~= false then
+    deliver()
+    return list, err
+  end
+  return wait_take(self, max, timeout, function(h, left) return h:next_batch(max, left) end)
 end
 
 --- Iterator over the records, until a limit is reached or the session is closed.
@@ -105,7 +150,6 @@ function Reader:wait_caught_up(timeout)
     timeout = function() return nil end,
     notice = function() return h:caught_up_notice(me) end,
   }
-  local now = require("s2.core").now
   local deadline = timeout and now() + timeout
   while true do
     local left = deadline and math.max(0, deadline - now())
