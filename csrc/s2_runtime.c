@@ -1139,11 +1139,28 @@ static void conn_io(s2_conn *c, uint32_t events) {
 
 /* ---- streams (called from sessions on the I/O thread) ------------------------------------------ */
 
+static s2_op *op_list(s2_runtime *rt);
+
+/* Operations that chose the connection (open streams and those waiting for it to be ready).
+ * Compared only, never followed. */
+static unsigned conn_attached(s2_runtime *rt, const s2_conn *c) {
+    unsigned n = 0;
+    for (s2_op *op = op_list(rt); op; op = op->next)
+        if (op->conn == c) n++;
+    return n;
+}
+
+/* A connection with room for one more stream. One still being set up counts the sessions
+ * already waiting for it: taking every session opened meanwhile (a thousand at once) put
+ * them all on it, nghttp2 queued those beyond the server's limit, and since sessions hold
+ * their streams, those waited forever (no ack, no record). */
 static s2_conn *find_conn(s2_runtime *rt, const char *host, int port) {
     for (s2_conn *c = rt->conns; c; c = c->next) {
         if (c->state == CONN_DEAD || c->goaway || c->port != port || strcmp(c->host, host) != 0)
             continue;
-        if (c->state != CONN_READY || c->streams < conn_max_streams(c)) return c;
+        if (c->state == CONN_READY ? c->streams < conn_max_streams(c)
+                                   : conn_attached(rt, c) < MAX_STREAMS_PER_CONN)
+            return c;
     }
     return NULL;
 }
@@ -1155,6 +1172,8 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_op *s, s2_error *err) {
     else snprintf(host, sizeof host, "%s", ep->host);
 
     s2_conn *c = s->conn;
+    if (c && c->state == CONN_READY && !c->goaway && c->streams >= conn_max_streams(c))
+        c = s->conn = NULL; /* full (its server allows fewer streams than were waiting): another */
     if (!c) {
         c = find_conn(rt, host, ep->port);
         if (!c && !(c = conn_new(rt, host, ep->port, ep->https, err))) return -1;
