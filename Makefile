@@ -55,7 +55,7 @@ WITH_S2  = scripts/with-s2-lite.sh
 IN_TREE  = LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 
-.PHONY: all deps test-deps demo-deps dist test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader bench-openresty
+.PHONY: all deps test-deps demo-deps dist test unit demo examples install clean asan bench-session bench-producer luajit compat bench fuzz soak history valgrind tsan bench-reader bench-openresty bench-scale
 
 all: $(CORE_SO)
 
@@ -167,6 +167,13 @@ bench-openresty: deps
 	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends wrk; }
 	@$(WITH_S2) python3 bench/openresty/run.py
+
+# Issue 15, "Scale": 1000 append + 1000 read sessions on one client (bench/scale.lua), against
+# the null sink and then s2-lite; one JSON line each (SCALE_ARGS: e.g. "--sessions 200").
+bench-scale: deps
+	@$(MAKE) --no-print-directory all $(NULL_SINK)
+	@$(IN_TREE) BUILD=$(BUILD) bench/with_sink.sh $(LUA) bench/scale.lua $(SCALE_ARGS)
+	@$(IN_TREE) $(WITH_S2) $(LUA) bench/scale.lua $(SCALE_ARGS)
 
 bench-reader: deps
 	@$(MAKE) --no-print-directory all

@@ -194,7 +194,16 @@ void s2_notices_tick_locked(s2_notices *n, double now) {
         n->listen_paused_until = 0;
         watch(n, EPOLL_CTL_MOD, n->listen_fd, EPOLLIN, &n->listen_watch);
     }
-    if (n->peer_fd >= 0 && now - n->last_post >= 1.0) s2_notices_post_locked(n, 0);
+    if (n->peer_fd >= 0 && now - n->last_post >= 1.0) {
+        s2_notices_post_locked(n, 0);
+        if (n->last_post < now) n->last_post = now; /* dropped (buffer full): next in 1 s */
+    }
+}
+
+double s2_notices_next_deadline_locked(const s2_notices *n) {
+    double d = n->listen_paused_until > 0 && n->listen_fd >= 0 ? n->listen_paused_until : 0;
+    if (n->peer_fd >= 0 && (!d || n->last_post + 1.0 < d)) d = n->last_post + 1.0;
+    return d;
 }
 
 uint64_t s2_notices_arm_progress_locked(s2_notices *n) {

@@ -83,6 +83,7 @@ struct s2_conn {
     char last_error[160];    /* why the previous address failed */
     nghttp2_session *h2;
     unsigned streams; /* open request streams */
+    bool owes;        /* I/O thread: a request stream of an op is open on it (mark_owing) */
     bool goaway;
     uint32_t events; /* current epoll interest */
     s2_buf out;      /* bytes nghttp2 produced that the socket did not take yet */
@@ -144,6 +145,9 @@ void s2_runtime_lock(s2_runtime *rt) { pthread_mutex_lock(&rt->mu); }
 void s2_runtime_unlock(s2_runtime *rt) { pthread_mutex_unlock(&rt->mu); }
 void s2_runtime_broadcast(s2_runtime *rt) {
     pthread_cond_broadcast(&rt->cond);
+    /* An orphan's I/O thread stops once everything is drained (check_orphan), and it has no
+     * periodic wake: progress made elsewhere (an HTTP/1.1 worker's ack) must wake it. */
+    if (rt->orphaned && !pthread_equal(pthread_self(), rt->thread)) s2_runtime_wake(rt);
     rt->progress++;
     if (rt->notices) s2_notices_progress_locked(rt->notices);
     if (rt->progress_fd >= 0) {
@@ -1135,11 +1139,28 @@ static void conn_io(s2_conn *c, uint32_t events) {
 
 /* ---- streams (called from sessions on the I/O thread) ------------------------------------------ */
 
+static s2_op *op_list(s2_runtime *rt);
+
+/* Operations that chose the connection (open streams and those waiting for it to be ready).
+ * Compared only, never followed. */
+static unsigned conn_attached(s2_runtime *rt, const s2_conn *c) {
+    unsigned n = 0;
+    for (s2_op *op = op_list(rt); op; op = op->next)
+        if (op->conn == c) n++;
+    return n;
+}
+
+/* A connection with room for one more stream. One still being set up counts the sessions
+ * already waiting for it: taking every session opened meanwhile (a thousand at once) put
+ * them all on it, nghttp2 queued those beyond the server's limit, and since sessions hold
+ * their streams, those waited forever (no ack, no record). */
 static s2_conn *find_conn(s2_runtime *rt, const char *host, int port) {
     for (s2_conn *c = rt->conns; c; c = c->next) {
         if (c->state == CONN_DEAD || c->goaway || c->port != port || strcmp(c->host, host) != 0)
             continue;
-        if (c->state != CONN_READY || c->streams < conn_max_streams(c)) return c;
+        if (c->state == CONN_READY ? c->streams < conn_max_streams(c)
+                                   : conn_attached(rt, c) < MAX_STREAMS_PER_CONN)
+            return c;
     }
     return NULL;
 }
@@ -1151,6 +1172,8 @@ int s2_runtime_open_stream(s2_runtime *rt, s2_op *s, s2_error *err) {
     else snprintf(host, sizeof host, "%s", ep->host);
 
     s2_conn *c = s->conn;
+    if (c && c->state == CONN_READY && !c->goaway && c->streams >= conn_max_streams(c))
+        c = s->conn = NULL; /* full (its server allows fewer streams than were waiting): another */
     if (!c) {
         c = find_conn(rt, host, ep->port);
         if (!c && !(c = conn_new(rt, host, ep->port, ep->https, err))) return -1;
@@ -1299,12 +1322,23 @@ static double ping_timeout(s2_runtime *rt) {
     return t > PING_TIMEOUT_MIN ? t : PING_TIMEOUT_MIN;
 }
 
-/* True when a request stream is open on the connection: an append session waiting for
- * acks or a read session waiting for records (heartbeats come every few seconds). */
-static bool conn_owes_acks(s2_runtime *rt, s2_conn *c) {
-    for (s2_op *op = op_list(rt); op; op = op->next)
-        if (op->conn == c && op->stream_id) return true;
-    return false;
+/* Sets each connection's `owes`: true when a request stream is open on it (an append
+ * session waiting for acks or a read session waiting for records; heartbeats come every few
+ * seconds). One pass over the operations for all connections, not one per connection: with
+ * thousands of sessions the loop runs this on every wake. op->conn is only compared, never
+ * followed (an op may still name a connection that is gone). */
+static void mark_owing(s2_runtime *rt) {
+    for (s2_conn *c = rt->conns; c; c = c->next) c->owes = false;
+    const s2_conn *last = NULL; /* sessions opened together share a connection: skip repeats */
+    for (s2_op *op = op_list(rt); op; op = op->next) {
+        if (!op->stream_id || !op->conn || op->conn == last) continue;
+        for (s2_conn *c = rt->conns; c; c = c->next)
+            if (c == op->conn) {
+                c->owes = true;
+                last = c;
+                break;
+            }
+    }
 }
 
 /* When the connection's next keep-alive event is due: the PING's deadline, the stall
@@ -1359,7 +1393,7 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
     } else if (c->out_off < c->out.len && now - c->last_write >= limit) {
         if (!c->retired) c->retired = "write_stall";
         conn_timed_out(c, "the server took no bytes", limit);
-    } else if (!c->ping_sent_at && now >= conn_next_check(rt, c, conn_owes_acks(rt, c))) {
+    } else if (!c->ping_sent_at && now >= conn_next_check(rt, c, c->owes)) {
         if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
             c->ping_sent_at = now;
             conn_flush(c);
@@ -1371,28 +1405,42 @@ static void run_timers(s2_runtime *rt, double now) {
     s2_runtime_lock(rt);
     s2_notices_tick_locked(rt->notices, now);
     s2_runtime_unlock(rt);
+    mark_owing(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
     for (s2_op *op = op_list(rt); op; op = op->next)
         if (op->ops->check_timers) op->ops->check_timers(op, now);
 }
 
-/* Seconds until the earliest deadline of a connection or an operation (at most 1). */
+/* Seconds until the earliest deadline of a connection, an operation, the notice socket or
+ * an orphan's drain; -1 (sleep until an event) when nothing is due. There is no periodic
+ * wake: an idle client (sessions open, nothing in flight) costs no CPU but for its
+ * connections' keep-alive PINGs and what the server sends (read sessions' heartbeats).
+ * Whatever makes work for the thread from outside wakes it (s2_runtime_wake). */
 static double next_wait(s2_runtime *rt, double now) {
-    double next = now + 1.0; /* wake at least once a second */
+    double next = 0;
+    s2_runtime_lock(rt);
+    double more[2] = {s2_notices_next_deadline_locked(rt->notices),
+                      rt->orphaned && !rt->stopping ? rt->orphan_deadline : 0};
+    s2_runtime_unlock(rt);
+    for (int i = 0; i < 2; i++)
+        if (more[i] && (!next || more[i] < next)) next = more[i];
+    mark_owing(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) {
-        double d = conn_next_check(rt, c, c->state == CONN_READY && conn_owes_acks(rt, c));
-        if (d && d < next) next = d;
+        double d = conn_next_check(rt, c, c->state == CONN_READY && c->owes);
+        if (d && (!next || d < next)) next = d;
     }
     for (s2_op *op = op_list(rt); op; op = op->next) {
         double d = op->ops->next_deadline ? op->ops->next_deadline(op) : 0;
-        if (d && d < next) next = d;
+        if (d && (!next || d < next)) next = d;
     }
+    if (!next) return -1;
     return next > now ? next - now : 0;
 }
 
 /* epoll_wait to the microsecond: a producer's linger of 5 ms must not become 6 (whole
  * milliseconds, rounded up so as not to wake early, add up to 1 ms to every timer). */
 static int wait_events(s2_runtime *rt, struct epoll_event *events, int max, double wait) {
+    if (wait < 0) return epoll_wait(rt->epfd, events, max, -1); /* nothing due */
 #ifdef SYS_epoll_pwait2
     static atomic_int no_pwait2;
     if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {

@@ -57,6 +57,9 @@ int s2_notices_path_locked(s2_notices *n, char *out, size_t cap,
 /* A heartbeat (id 0) after a second without notices, so the peer's reads time out only
  * when the runtime is gone. I/O thread, under mu */
 void s2_notices_tick_locked(s2_notices *n, double now);
+/* When s2_notices_tick_locked next has something to do (0: nothing is due), so that the I/O
+ * thread sleeps until then and not a moment less. I/O thread, under mu */
+double s2_notices_next_deadline_locked(const s2_notices *n);
 /* Closes the sockets and removes the file (the runtime stopped). under mu */
 void s2_notices_stop_locked(s2_notices *n);
 /* A fresh id, never 0. under mu */
