@@ -151,7 +151,16 @@ static void read_record(lua_State *L, int idx, size_t i, const char *fn, s2_reco
  * With nowait: false instead of waiting when max_inflight_bytes is reached. Misuse raises
  * "producer:submit: ..." at the position of its caller's caller (the Lua wrapper's). */
 static int l_producer_submit(lua_State *L) {
-    s2l_producer_ud *u = check_producer(L);
+    /* upvalue 2: the producer metatable (no registry look-up per record) */
+    s2l_producer_ud *u = lua_touserdata(L, 1);
+    bool ok = false;
+    if (u && lua_getmetatable(L, 1)) {
+        ok = lua_rawequal(L, -1, lua_upvalueindex(2));
+        lua_pop(L, 1);
+    }
+    if (!ok) u = luaL_checkudata(L, 1, PRODUCER_MT); /* raises the usual message */
+    if (!u->s) luaL_error(L, "producer is closed");
+    s2l_check_owned(L, s2_producer_owned(u->s));
     lua_settop(L, 3);
     bool nowait = lua_toboolean(L, 3);
     s2_header hdrs[8];
@@ -270,4 +279,12 @@ static const luaL_Reg producer_methods[] = {
 
 void s2l_open_producer(lua_State *L, int emt) {
     s2l_register_class(L, PRODUCER_MT, producer_methods, emt, l_producer_gc);
+    /* submit again, with the metatable as upvalue 2 */
+    luaL_getmetatable(L, PRODUCER_MT);
+    lua_getfield(L, -1, "__index");
+    lua_pushvalue(L, emt);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, l_producer_submit, 2);
+    lua_setfield(L, -2, "submit");
+    lua_pop(L, 2);
 }

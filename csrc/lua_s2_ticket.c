@@ -82,12 +82,20 @@ static ticket_ud *checked_batch(lua_State *L, ticket_ud *b) {
 }
 
 /* The ticket at stack index 1, either class; a record ticket's batch ticket is left on the
- * top of the stack (so it stays alive while in use). */
+ * top of the stack (so it stays alive while in use). The methods carry the two metatables
+ * as upvalues 2 (batch) and 3 (record): no registry look-up per call. */
 static tref check_ticket(lua_State *L) {
     tref r = {NULL, false, 0};
-    record_ud *rec = luaL_testudata(L, 1, RECORD_TICKET_MT);
+    void *p = lua_touserdata(L, 1);
+    bool rec = false, batch = false;
+    if (p && lua_getmetatable(L, 1)) {
+        rec = lua_rawequal(L, -1, lua_upvalueindex(3));
+        batch = !rec && lua_rawequal(L, -1, lua_upvalueindex(2));
+        lua_pop(L, 1);
+    }
     if (rec) {
-        if (rec->closed) luaL_error(L, "ticket is closed");
+        record_ud *ru = p;
+        if (ru->closed) luaL_error(L, "ticket is closed");
 #if LUA_VERSION_NUM < 502
         lua_getfenv(L, 1);
         lua_rawgeti(L, -1, 1);
@@ -99,10 +107,11 @@ static tref check_ticket(lua_State *L) {
 #endif
         r.b = checked_batch(L, lua_touserdata(L, -1));
         r.of_record = true;
-        r.index = rec->index;
+        r.index = ru->index;
         return r;
     }
-    r.b = checked_batch(L, luaL_checkudata(L, 1, TICKET_MT));
+    if (!batch) p = luaL_checkudata(L, 1, TICKET_MT); /* raises the usual message */
+    r.b = checked_batch(L, p);
     return r;
 }
 
@@ -259,9 +268,14 @@ void s2l_open_ticket(lua_State *L, int emt) {
     }
     luaL_getmetatable(L, TICKET_MT);
     lua_getfield(L, -1, "__index");
-    lua_setfield(L, -3, "__index");
-    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, "__index");
     lua_pushcfunction(L, l_record_ticket_close);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
+    lua_setfield(L, -4, "__close");
+    /* stack: record mt, batch mt, methods. The methods again, with both metatables. */
+    lua_pushvalue(L, emt);
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -5);
+    luaL_setfuncs(L, ticket_methods, 3);
+    lua_pop(L, 3);
 }
