@@ -200,7 +200,7 @@ static void seal_locked(s2_producer *p) {
 static int open_batch(s2_producer *p, s2_error *err) {
     s2_batch *b = calloc(1, sizeof *b);
     if (!b) goto nomem;
-    s2_buf_init(&b->frame);
+    b->frame = s2_session_take_spare_locked(p->s); /* an acked batch's buffer, if kept */
     b->ticket = s2_ticket_new(p->rt);
     if (!b->ticket || s2_buf_reserve(&b->frame, INITIAL_BATCH_BUFFER) != 0) goto nomem;
     b->frame.len = S2_FRAME_HEADER_LEN;
