@@ -159,8 +159,10 @@ static int l_producer_submit(lua_State *L) {
         lua_pop(L, 1);
     }
     if (!ok) u = luaL_checkudata(L, 1, PRODUCER_MT); /* raises the usual message */
-    if (!u->s) luaL_error(L, "producer is closed");
-    s2l_check_owned(L, s2_producer_owned(u->s));
+    if (!u->s) raise_from(L, "producer:submit", "producer is closed");
+    if (!s2_producer_owned(u->s))
+        raise_from(L, "producer:submit", "this object was created in another process (before a "
+                                         "fork); make a new client in this one");
     lua_settop(L, 3);
     bool nowait = lua_toboolean(L, 3);
     s2_header hdrs[8];
