@@ -141,6 +141,9 @@ typedef struct s2l_session_ud {
 
 typedef struct s2l_producer_ud {
     s2_producer *s;
+    /* The core ticket of the batch the last submit went into, whose batch ticket (holding a
+     * reference on it) is user value 2: record tickets of that batch share it. */
+    s2_ticket *batch;
 } s2l_producer_ud;
 
 typedef struct s2l_reader_ud {
@@ -159,9 +162,15 @@ int s2l_push_session_stats(lua_State *L, const s2_session_stats *st);
 
 /* ---- lua_s2_ticket.c ------------------------------------------------------------------------ */
 
-/* Pushes a ticket for t (taking its reference) that keeps the object at stack index 1 alive;
- * of_record: a producer's record ticket, index its place in the batch. */
-void s2l_push_ticket(lua_State *L, s2_ticket *t, bool of_record, uint32_t index);
+/* Pushes a batch ticket for t (taking its reference) that keeps the object at stack index 1
+ * alive. */
+void s2l_push_ticket(lua_State *L, s2_ticket *t);
+/* Pushes the holder of a new batch ticket for t: what record tickets point to (the batch
+ * ticket itself; on Lua 5.1 a table holding it). */
+void s2l_push_ticket_holder(lua_State *L, s2_ticket *t);
+/* Pushes a producer's record ticket: the record at index of the batch whose holder is at
+ * stack index holder (no C struct, no finalizer of its own). */
+void s2l_push_record_ticket(lua_State *L, int holder, uint32_t index);
 
 /* ---- lua_s2_call.c ---------------------------------------------------------------------- */
 

@@ -36,11 +36,24 @@ int s2l_client_producer(lua_State *L) {
     s2_error err;
     s2_runtime *rt = s2l_client_runtime(c, &err);
     if (!rt) return s2l_fail(L, &err);
-    s2l_producer_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    s2l_producer_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->s = NULL;
+    u->batch = NULL;
     luaL_setmetatable(L, PRODUCER_MT);
+#if LUA_VERSION_NUM < 504
+    /* User values 1 (the client) and 2 (the holder, see submit) in a table. */
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+#if LUA_VERSION_NUM < 502
+    lua_setfenv(L, -2);
+#else
+    lua_setuservalue(L, -2);
+#endif
+#else
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
+#endif
     u->s = s2_producer_open(rt, basin, stream, &o, &err);
     if (!u->s) {
         if (err.kind == S2_E_INVALID) return luaL_error(L, "%s", err.message);
@@ -56,26 +69,146 @@ static s2l_producer_ud *check_producer(lua_State *L) {
     return u;
 }
 
+/* The producer's user value 2: the holder of the batch ticket its record tickets of the open
+ * batch share (u->batch is that batch ticket's core ticket). */
+static void push_holder(lua_State *L) {
+#if LUA_VERSION_NUM < 502
+    lua_getfenv(L, 1);
+    lua_rawgeti(L, -1, 2);
+    lua_remove(L, -2);
+#elif LUA_VERSION_NUM < 504
+    lua_getuservalue(L, 1);
+    lua_rawgeti(L, -1, 2);
+    lua_remove(L, -2);
+#else
+    lua_getiuservalue(L, 1, 2);
+#endif
+}
+
+static void set_holder(lua_State *L) { /* pops it */
+#if LUA_VERSION_NUM < 502
+    lua_getfenv(L, 1);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+#elif LUA_VERSION_NUM < 504
+    lua_getuservalue(L, 1);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+#else
+    lua_setiuservalue(L, 1, 2);
+#endif
+}
+
+/* Raises "<where>fn: msg", where being the position of the Lua code that called the method
+ * through its Lua wrapper (lua/s2/producer.lua: level 2). */
+static int raise_from(lua_State *L, const char *fn, const char *msg) {
+    luaL_where(L, 2);
+    lua_pushfstring(L, "%s: %s", fn, msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* Reads the record table at 1 into the s2_record at light userdata 2, headers into the
+ * array at light userdata 3 (room for 8) or a userdata it returns; 4: its index in a records
+ * array (0: a lone record), for the messages. Run protected. */
+static int fill_table_record(lua_State *L) {
+    s2_record *r = lua_touserdata(L, 2);
+    s2_header *hdrs = lua_touserdata(L, 3);
+    size_t i = (size_t)lua_tointeger(L, 4);
+    lua_settop(L, 1);
+    size_t nh = s2l_scan_record(L, i);
+    if (nh > 8) {
+        hdrs = lua_newuserdatauv(L, nh * sizeof *hdrs, 0);
+        lua_pushvalue(L, 1);
+    }
+    s2l_fill_record(L, i, r, hdrs);
+    lua_pop(L, 1);
+    return nh > 8 ? 1 : 0;
+}
+
+/* Reads the record at idx (records[i] of an array, or a lone one: i = 0); raises
+ * "fn: record..." when it is malformed. Leaves one value on the stack (scratch memory, or
+ * nil). */
+static void read_record(lua_State *L, int idx, size_t i, const char *fn, s2_record *r,
+                        s2_header *hdrs) {
+    if (lua_type(L, idx) == LUA_TSTRING) { /* the common case: no table to read */
+        memset(r, 0, sizeof *r);
+        r->body = (const uint8_t *)lua_tolstring(L, idx, &r->body_len);
+        lua_pushnil(L);
+        return;
+    }
+    lua_pushcfunction(L, fill_table_record);
+    lua_pushvalue(L, idx);
+    lua_pushlightuserdata(L, r);
+    lua_pushlightuserdata(L, hdrs);
+    lua_pushinteger(L, (lua_Integer)i);
+    if (lua_pcall(L, 4, 1, 0) != 0) raise_from(L, fn, lua_tostring(L, -1));
+}
+
 /* producer:submit(record [, nowait]) -> record ticket | nil, err
- * With nowait: false instead of waiting when max_inflight_bytes is reached. */
+ * With nowait: false instead of waiting when max_inflight_bytes is reached. Misuse raises
+ * "producer:submit: ..." at the position of its caller's caller (the Lua wrapper's). */
 static int l_producer_submit(lua_State *L) {
-    s2l_producer_ud *u = check_producer(L);
+    /* upvalue 2: the producer metatable (no registry look-up per record) */
+    s2l_producer_ud *u = lua_touserdata(L, 1);
+    bool ok = false;
+    if (u && lua_getmetatable(L, 1)) {
+        ok = lua_rawequal(L, -1, lua_upvalueindex(2));
+        lua_pop(L, 1);
+    }
+    if (!ok) u = luaL_checkudata(L, 1, PRODUCER_MT); /* raises the usual message */
+    if (!u->s) raise_from(L, "producer:submit", "producer is closed");
+    if (!s2_producer_owned(u->s))
+        raise_from(L, "producer:submit", "this object was created in another process (before a "
+                                         "fork); make a new client in this one");
     lua_settop(L, 3);
     bool nowait = lua_toboolean(L, 3);
-    lua_pushvalue(L, 2); /* the record readers work on the top of the stack */
-    size_t nh = s2l_scan_record(L, 0);
-    lua_pop(L, 1);
-    s2_header stack_hdrs[8];
-    s2_header *hdrs = nh <= 8 ? stack_hdrs : lua_newuserdatauv(L, nh * sizeof *hdrs, 0);
-    lua_pushvalue(L, 2);
+    s2_header hdrs[8];
     s2_record r;
-    s2l_fill_record(L, 0, &r, hdrs);
+    read_record(L, 2, 0, "producer:submit", &r, hdrs);
     s2_ticket *t;
     uint32_t index;
     s2_error err;
-    if (s2_producer_submit(u->s, &r, nowait ? 0 : -1, &t, &index, &err) != 0)
+    if (s2_producer_submit(u->s, &r, nowait ? 0 : -1, u->batch, &t, &index, &err) != 0) {
+        if (err.kind == S2_E_INVALID) return raise_from(L, "producer:submit", err.message);
         return s2l_submit_failed(L, &err, nowait);
-    s2l_push_ticket(L, t, true, index); /* it keeps its producer alive */
+    }
+    if (t == u->batch) {
+        push_holder(L);
+    } else { /* a new batch: its ticket (holding t's reference) becomes the shared one */
+        s2l_push_ticket_holder(L, t); /* keeps the producer alive */
+        lua_pushvalue(L, -1);
+        set_holder(L);
+        u->batch = t;
+    }
+    s2l_push_record_ticket(L, -1, index);
+    return 1;
+}
+
+/* producer:check_records(records) -> n: raises "producer:submit_many: records[i]..." on the
+ * first malformed record or one over max_batch_bytes; submits nothing. */
+static int l_producer_check_records(lua_State *L) {
+    check_producer(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    size_t max = (size_t)luaL_checkinteger(L, 3);
+    size_t n = lua_rawlen(L, 2);
+    s2_header hdrs[8];
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i);
+        s2_record r;
+        int top = lua_gettop(L);
+        read_record(L, top, i, "producer:submit_many", &r, hdrs);
+        size_t m = s2_record_metered_bytes(&r);
+        if (m > max) {
+            lua_pushfstring(L, "records[%d]: %d metered bytes is over max_batch_bytes (%d)",
+                            (int)i, (int)m, (int)max);
+            raise_from(L, "producer:submit_many", lua_tostring(L, -1));
+        }
+        lua_settop(L, top - 1);
+    }
+    lua_pushinteger(L, (lua_Integer)n);
     return 1;
 }
 
@@ -98,7 +231,7 @@ static int l_producer_flush_start(lua_State *L) {
         lua_pushboolean(L, 1);
         return 1;
     }
-    s2l_push_ticket(L, t, false, 0);
+    s2l_push_ticket(L, t);
     return 1;
 }
 
@@ -137,6 +270,7 @@ static int l_producer_gc(lua_State *L) {
 
 static const luaL_Reg producer_methods[] = {
     {"submit", l_producer_submit},
+    {"check_records", l_producer_check_records},
     {"flush", l_producer_flush},
     {"flush_start", l_producer_flush_start},
     {"finished", l_producer_finished},
@@ -147,4 +281,12 @@ static const luaL_Reg producer_methods[] = {
 
 void s2l_open_producer(lua_State *L, int emt) {
     s2l_register_class(L, PRODUCER_MT, producer_methods, emt, l_producer_gc);
+    /* submit again, with the metatable as upvalue 2 */
+    luaL_getmetatable(L, PRODUCER_MT);
+    lua_getfield(L, -1, "__index");
+    lua_pushvalue(L, emt);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, l_producer_submit, 2);
+    lua_setfield(L, -2, "submit");
+    lua_pop(L, 2);
 }

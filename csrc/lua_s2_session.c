@@ -80,7 +80,7 @@ static int l_session_submit(lua_State *L) {
     s2_error err;
     if (s2_append_session_submit(u->s, &in, nowait ? 0 : -1, &t, &err) != 0)
         return s2l_submit_failed(L, &err, nowait);
-    s2l_push_ticket(L, t, false, 0); /* it keeps its session alive */
+    s2l_push_ticket(L, t); /* it keeps its session alive */
     return 1;
 }
 

@@ -550,10 +550,12 @@ typedef struct s2_producer_options {
 
 s2_producer *s2_producer_open(s2_runtime *rt, const char *basin, const char *stream,
                               const s2_producer_options *opts, s2_error *err);
-/* Copies the record into the open batch (waiting up to timeout for capacity). On success
- * *ticket is a new reference to the batch's ticket and *index the record's place in it. */
-int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout, s2_ticket **ticket,
-                       uint32_t *index, s2_error *err);
+/* Copies the record into the open batch (waiting up to timeout for capacity; 0: none). On
+ * success *ticket is the batch's ticket and *index the record's place in it: the same
+ * pointer as known (a ticket the caller holds a reference on, or NULL) when the record went
+ * into that batch, with no new reference; otherwise a new reference. */
+int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout, s2_ticket *known,
+                       s2_ticket **ticket, uint32_t *index, s2_error *err);
 /* Seals the open batch now and waits until everything submitted so far is acked. */
 int s2_producer_flush(s2_producer *p, double timeout, s2_error *err);
 /* The same without waiting: seals the open batch; 0 with *last the last sealed batch's

@@ -216,6 +216,10 @@ struct s2_append_session {
     s2_error failure;
     s2_batch *pending_head, *pending_tail; /* submitted, not yet taken by the I/O thread */
     s2_session_stats stats;                /* inflight_* count pending + unacked */
+    /* An acked batch's frame buffer (len 0), for the next batch to fill: kept only while the
+     * session is busy (something pending, unacked or being filled), so a busy session does
+     * not map and fault in a fresh megabyte per batch and an idle one holds nothing. */
+    s2_buf spare;
 
     /* I/O */
     s2_batch *inflight_head, *inflight_tail; /* taken, unacked, in submission order */
@@ -260,6 +264,8 @@ void s2_batch_free(s2_batch *b);
 void s2_session_enqueue_locked(s2_append_session *s, s2_batch *b);
 /* Resolves the oldest inflight batch with ack, frees it and releases its capacity. I/O. */
 void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack);
+/* The session's spare frame buffer (see spare), or an empty one. under mu */
+s2_buf s2_session_take_spare_locked(s2_append_session *s);
 
 /* ---- read sessions (s2_reader.c; SSE in s2_sse.c) ------------------------------------------ */
 

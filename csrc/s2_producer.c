@@ -200,7 +200,7 @@ static void seal_locked(s2_producer *p) {
 static int open_batch(s2_producer *p, s2_error *err) {
     s2_batch *b = calloc(1, sizeof *b);
     if (!b) goto nomem;
-    s2_buf_init(&b->frame);
+    b->frame = s2_session_take_spare_locked(p->s); /* an acked batch's buffer, if kept */
     b->ticket = s2_ticket_new(p->rt);
     if (!b->ticket || s2_buf_reserve(&b->frame, INITIAL_BATCH_BUFFER) != 0) goto nomem;
     b->frame.len = S2_FRAME_HEADER_LEN;
@@ -213,7 +213,7 @@ nomem:
     return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory opening a batch");
 }
 
-int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout,
+int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout, s2_ticket *known,
                        s2_ticket **ticket, uint32_t *index, s2_error *err) {
     s2_append_session *s = p->s;
     const s2_producer_options *o = &p->popts;
@@ -223,7 +223,7 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout,
         return s2_fail(err, S2_E_INVALID, "invalid",
                        "record: %zu metered bytes is over max_batch_bytes (%zu)", m,
                        o->max_batch_bytes);
-    double deadline = timeout < 0 ? -1 : s2_now() + timeout;
+    double deadline = -1; /* read the clock only when there is a wait */
     bool wake = false;
     s2_runtime_lock(p->rt);
     for (;;) {
@@ -235,7 +235,8 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout,
         }
         size_t inflight = s->stats.inflight_bytes;
         if (inflight == 0 || inflight + m <= s->opts.max_inflight_bytes) break;
-        if (!s2_runtime_wait(p->rt, deadline)) {
+        if (timeout >= 0 && deadline < 0) deadline = s2_now() + timeout;
+        if (timeout == 0 || !s2_runtime_wait(p->rt, deadline)) {
             s2_runtime_unlock(p->rt);
             s2_fail(err, S2_E_TIMEOUT, "timeout",
                     "no room in the producer within %.3f s (max_inflight_bytes %zu)", timeout,
@@ -271,7 +272,8 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout,
     s->stats.inflight_bytes += m;
     if (s->stats.inflight_bytes > s->stats.peak_inflight_bytes)
         s->stats.peak_inflight_bytes = s->stats.inflight_bytes;
-    s2_ticket_ref(b->ticket);
+    /* The caller's record tickets of this batch share one reference (known). */
+    if (b->ticket != known) s2_ticket_ref(b->ticket);
     *ticket = b->ticket;
     if (b->num_records == o->max_batch_records || p->open_metered == o->max_batch_bytes) {
         seal_locked(p);

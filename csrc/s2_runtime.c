@@ -671,7 +671,11 @@ static void conn_lost(s2_conn *c, const char *what) {
 /* Moves nghttp2's output to the socket until either is exhausted. Bytes the socket did not
  * take wait in c->out and are retried from there, the same bytes in the same order: an
  * SSL_write that wanted a retry gets it with the same data (the context allows the buffer
- * to move, see ssl_ctx). */
+ * to move, see ssl_ctx; nothing is added to c->out while it holds unwritten bytes). Frames
+ * (DATA is 16 KiB at most) are gathered in c->out into writes of up to COALESCE bytes: a
+ * send() per frame costs more in the kernel (and in wake-ups of the peer) than the copy. */
+#define COALESCE (256u * 1024u)
+
 static void conn_flush(s2_conn *c) {
     if (c->state != CONN_READY) return;
     for (;;) {
@@ -693,6 +697,22 @@ static void conn_flush(s2_conn *c) {
             return;
         }
         if (n == 0) break;
+        if (c->out.len == 0 && (size_t)n < COALESCE) {
+            do {
+                if (s2_buf_append(&c->out, data, (size_t)n) != 0) {
+                    conn_lost(c, "out of memory");
+                    return;
+                }
+                if (c->out.len >= COALESCE) break;
+                n = nghttp2_session_mem_send(c->h2, &data);
+                if (n < 0) {
+                    conn_lost(c, nghttp2_strerror((int)n));
+                    return;
+                }
+            } while (n > 0);
+            c->out_off = 0;
+            continue; /* written from c->out at the top of the loop */
+        }
         ssize_t w = conn_write(c, data, (size_t)n);
         if (w < 0) {
             conn_lost(c, "write failed");

@@ -136,6 +136,9 @@ static void seal_if_due_locked(s2_append_session *s) {
     if (d && s2_now() >= d) seal_locked(s);
 }
 
+/* The largest frame buffer kept as a spare (a full batch, compressed or not, is less). */
+#define SPARE_MAX (2u * 1024u * 1024u)
+
 /* ---- batches ---------------------------------------------------------------------------- */
 
 void s2_batch_free(s2_batch *b) {
@@ -395,7 +398,9 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     if (s2_append_input_validate(in, &metered, err) != 0) return -1;
     s2_batch *b = calloc(1, sizeof *b);
     if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory queuing a batch");
-    s2_buf_init(&b->frame);
+    s2_runtime_lock(s->op.rt);
+    b->frame = s2_session_take_spare_locked(s);
+    s2_runtime_unlock(s->op.rt);
     if (s2_frame_append_input(in, s->opts.compression, &b->frame, err) != 0) {
         s2_batch_free(b);
         return -1;
@@ -545,6 +550,7 @@ static void session_free(s2_append_session *s) {
     free_list(s->inflight_head);
     if (s->hooks.destroy) s->hooks.destroy(s->hooks.ud);
     s2_buf_free(&s->error_body);
+    s2_buf_free(&s->spare);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
     free(s->stream);
@@ -879,14 +885,32 @@ void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
     if (!s->inflight_head) s->inflight_tail = NULL;
     s->have_last_end = true;
     s->last_end = ack->end.seq_num;
+    s2_buf drop = {0};
     s2_runtime_lock(s->op.rt);
     s2_ticket_resolve_locked(b->ticket, ack);
     s->stats.inflight_bytes -= b->metered;
     s->stats.inflight_batches--;
     s->stats.batches_acked++;
+    if (s->inflight_head || s->pending_head || seal_deadline_locked(s)) {
+        if (!s->spare.data && b->frame.cap <= SPARE_MAX) {
+            s->spare = b->frame;
+            s->spare.len = 0;
+            s2_buf_init(&b->frame);
+        }
+    } else { /* idle: keep nothing */
+        drop = s->spare;
+        s2_buf_init(&s->spare);
+    }
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
+    s2_buf_free(&drop);
     s2_batch_free(b);
+}
+
+s2_buf s2_session_take_spare_locked(s2_append_session *s) {
+    s2_buf b = s->spare;
+    s2_buf_init(&s->spare);
+    return b;
 }
 
 /* The server is going away (flag 0x10 on a frame): stop writing after the batch in progress,

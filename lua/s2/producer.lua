@@ -4,6 +4,7 @@ local util = require "s2.util"
 local core = require "s2.core"
 local await = require "s2.await"
 local deliver = require("s2.events").deliver
+local core_submit = core.methods("producer").submit
 
 local Producer = {}
 Producer.__index = Producer
@@ -62,22 +63,45 @@ function Producer.open(stream, opts)
     encryption_key = require("s2.stream")._encryption_key(stream),
   })
   if not handle then return nil, err end
-  return setmetatable({ _core = handle, stream = stream, closed = false }, Producer)
+  return setmetatable({ _core = handle, stream = stream, closed = false,
+    _max_batch_bytes = max_bytes }, Producer)
 end
 
 --- Takes one record (a string or a record table); returns its ticket, or nil, err once the
 -- producer failed. Waits while max_inflight_bytes are in flight.
+-- The core raises misuse itself as "producer:submit: ..." at our caller's position (no pcall
+-- on this path: it is the per-record cost).
 function Producer:submit(record)
   if self.closed then error("producer:submit: the producer is closed", 2) end
   local core = self._core
   deliver()
-  local ok, ticket, err = pcall(core.submit, core, record, true)
-  if not ok then error("producer:submit: " .. tostring(ticket), 2) end
+  local ticket, err = core_submit(core, record, true)
   if ticket ~= false then return ticket, err end
   -- Full: wait for room the way the current scheduler wants (yield or block).
   return await.submit(self.stream.client.core,
-    function() return core:submit(record, true) end,
-    function() return core:submit(record) end)
+    function() return core_submit(core, record, true) end,
+    function() return core_submit(core, record) end)
+end
+
+--- Takes an array of records; returns the array of their tickets, in order. Every record is
+-- checked before the first goes in: a malformed one (or one over max_batch_bytes) raises
+-- naming its index and nothing is submitted. nil, err, tickets once the producer failed
+-- part-way: tickets are those of the records that went in (they resolve as usual).
+function Producer:submit_many(records)
+  local F = "producer:submit_many"
+  if self.closed then error(F .. ": the producer is closed", 2) end
+  if type(records) ~= "table" then
+    error(("%s: records must be an array of records, got %s"):format(F, type(records)), 2)
+  end
+  local core = self._core
+  local n = core:check_records(records, self._max_batch_bytes)
+  local tickets = {}
+  for i = 1, n do
+    local ticket, err = self:submit(records[i])
+    if not ticket then return nil, err, tickets end
+    tickets[i] = ticket
+  end
+  return tickets
 end
 
 --- Sends the open batch now and waits until everything submitted so far is acked.

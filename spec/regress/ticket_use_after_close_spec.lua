@@ -106,21 +106,64 @@ assert(s:close())
 
   it("raises when another object's finalizer uses a ticket collected in the same cycle", function()
     -- finalizers run in the reverse order of their objects' creation: the ticket, made after
-    -- its holder, is finalized (released) first, and the holder's finalizer then uses it
+    -- its holder, is finalized (released) first, and the holder's finalizer then uses it.
+    -- A session's ticket: a batch ticket, the class with a finalizer.
     local out = run_child(basin, REPORT .. [[
-local p = assert(stream:producer { linger = 0.001 })
+local s = assert(stream:append_session())
 local holder = setmetatable({}, { __gc = function(h)
   report(h.t, { "ready", "result", "pollfd" })
   print("finalized: yes")
 end })
-holder.t = assert(p:submit("c"))
+holder.t = assert(s:submit({ "c" }))
 assert(holder.t:ack(20))
+holder = nil
+collectgarbage()
+collectgarbage()
+assert(s:close())
+]])
+    check(out, expect({ "ready", "result", "pollfd" }, "ticket is closed"), { { name = "finalized", message = "yes" } })
+  end)
+
+  it("raises when a finalizer uses a record ticket whose batch was collected in the same cycle", function()
+    -- A producer's record ticket has no finalizer of its own: it stands for its batch ticket
+    -- (its user value), which is finalized first here (the producer went too), so the
+    -- record ticket is closed.
+    local out = run_child(basin, REPORT .. [[
+local holder
+do
+  local p = assert(stream:producer { linger = 0.001 })
+  holder = setmetatable({}, { __gc = function(h)
+    report(h.t, { "ready", "result", "result_seq_num", "pollfd" })
+    print("finalized: yes")
+  end })
+  holder.t = assert(p:submit("c"))
+  assert(holder.t:ack(20))
+end
+holder = nil
+collectgarbage()
+collectgarbage()
+]])
+    check(out, expect({ "ready", "result", "result_seq_num", "pollfd" }, "ticket is closed"),
+      { { name = "finalized", message = "yes" } })
+  end)
+
+  it("works when a finalizer uses a record ticket whose batch is still held", function()
+    -- The producer (and so the batch ticket its record tickets share) is alive: the record
+    -- ticket, resurrected by the finalizer, still gives its ack.
+    local out = run_child(basin, REPORT .. [[
+local p = assert(stream:producer { linger = 0.001 })
+local holder = setmetatable({}, { __gc = function(h)
+  print("seq_num: " .. tostring(h.t:result_seq_num() == h.want))
+  print("finalized: yes")
+end })
+holder.t = assert(p:submit("d"))
+holder.want = assert(holder.t:seq_num(20))
 holder = nil
 collectgarbage()
 collectgarbage()
 assert(p:close())
 ]])
-    check(out, expect({ "ready", "result", "pollfd" }, "ticket is closed"), { { name = "finalized", message = "yes" } })
+    check(out, { { name = "seq_num", message = "true" }, { name = "finalized", message = "yes" } })
   end)
 
   it("raises for the methods of a released core session, producer and read session", function()
