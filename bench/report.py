@@ -27,6 +27,9 @@ READ_WORKLOADS = [("read_session", 128), ("read_session", 8192), ("read_session_
                   ("read_session_batch", 8192), ("read_unary", 128)]
 OPENRESTY_BEGIN = "<!-- openresty:begin"  # the section bench/openresty/run.py writes
 OPENRESTY_END = "<!-- openresty:end -->"
+# Hand-written analysis (profiles, what remains, scale): carried over at the end, as written.
+ANALYSIS_BEGIN = "<!-- analysis:begin"
+ANALYSIS_END = "<!-- analysis:end -->"
 
 
 # ---------------------------------------------------------------- loading
@@ -608,11 +611,20 @@ def main():
     if not tool:
         print("report: no matplotlib and no gnuplot: chart not drawn", file=sys.stderr)
     png_rel = os.path.relpath(a.png, os.path.dirname(os.path.abspath(a.md)))
+    try:
+        old = open(a.md).read()
+    except OSError:
+        old = ""
+    begin, end = old.find(ANALYSIS_BEGIN), old.find(ANALYSIS_END)
+    analysis = old[begin:end + len(ANALYSIS_END)] if begin >= 0 and end > begin else ""
     write_md(a.md, png_rel, tool, meta, runs, skipped, errors, perf, summ)
     extra = sink_section(all_runs, versions)
     if extra:
         with open(a.md, "a") as f:
             f.write("\n\n" + "\n".join(extra))
+    if analysis:
+        with open(a.md, "a") as f:
+            f.write("\n\n" + analysis + "\n")
     print(f"report: wrote {a.md}" + (f" and {a.png} ({tool})" if tool else ""), file=sys.stderr)
     return 0
 

@@ -32,7 +32,7 @@ top="s2-$version"
 mkdir "$stage/$top"
 # What the rock builds and installs (csrc, lua, bin), what `luarocks test` runs (spec, .busted,
 # docs for docs_spec), and the user's documentation and examples.
-(cd "$repo" && cp -r csrc lua bin rockspec spec docs examples .busted README.md "$stage/$top/")
+(cd "$repo" && cp -r csrc lua bin rockspec spec docs examples .busted README.md LICENSE "$stage/$top/")
 find "$stage/$top" \( -name '*.o' -o -name '*.so' \) -delete
 tar -C "$stage" --owner=0 --group=0 --sort=name -czf "$out/$top.tar.gz" "$top"
 sed "s|^\(  url = \)\"$top.tar.gz\",|\1\"file://$out/$top.tar.gz\",|" "$rockspec" >"$out/$name.rockspec"
