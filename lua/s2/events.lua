@@ -72,26 +72,27 @@ local function deliver_all()
   for client in pairs(clients) do deliver_client(client) end
 end
 
+-- Runs f(...) as this coroutine's delivery, unless one is already running in it (a handler
+-- that waits, or calls back into the client): then nothing, 0. Returns what f returns.
+local function guarded(f, ...)
+  local co = current()
+  if delivering[co] then return 0 end
+  delivering[co] = true
+  local ok, r = pcall(f, ...)
+  delivering[co] = nil
+  if not ok then error(r, 0) end -- only a take_events failure (no memory) gets here
+  return r
+end
+
 --- Delivers what every client has queued. Cheap when nobody has a handler.
 function M.deliver()
   if not logger and not any_handler then return end
-  local co = current()
-  if delivering[co] then return end
-  delivering[co] = true
-  local ok, err = pcall(deliver_all)
-  delivering[co] = nil
-  if not ok then error(err, 0) end -- only a take_events failure (no memory) gets here
+  guarded(deliver_all)
 end
 
 --- client:poll_events() -> n: delivers the client's queued events now.
 function M.poll(client)
-  local co = current()
-  if delivering[co] then return 0 end
-  delivering[co] = true
-  local ok, n = pcall(deliver_client, client)
-  delivering[co] = nil
-  if not ok then error(n, 0) end
-  return n
+  return guarded(deliver_client, client)
 end
 
 return M
