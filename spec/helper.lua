@@ -54,5 +54,24 @@ function H.new_stream(basin, tag)
   return basin:stream(name), name
 end
 
+-- Polls pred() (for what the API offers no wait, e.g. "the I/O thread got the tail") every
+-- 10 ms for up to `secs` (default 10); true once it held.
+function H.eventually(pred, secs)
+  local core = require "s2.core"
+  local deadline = core.now() + (secs or 10)
+  while core.now() < deadline do
+    if pred() then return true end
+    os.execute("sleep 0.01")
+  end
+  return pred() and true or false
+end
+
+-- Appends n records prefix..1 .. prefix..n (default prefix "r") through a producer.
+function H.fill(stream, n, prefix)
+  local p = assert(stream:producer())
+  for i = 1, n do assert(p:submit((prefix or "r") .. i)) end
+  assert(p:close())
+end
+
 package.loaded["helper"] = H
 return H

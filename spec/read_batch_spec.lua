@@ -10,23 +10,7 @@ local function must(v, err)
   return v
 end
 
--- Polls pred() (for what the API offers no wait, e.g. "the I/O thread got the tail") every
--- 10 ms for up to `secs`; true once it held.
-local function eventually(pred, secs)
-  local core = require "s2.core"
-  local deadline = core.now() + (secs or 10)
-  while core.now() < deadline do
-    if pred() then return true end
-    os.execute("sleep 0.01")
-  end
-  return pred() and true or false
-end
-
-local function fill(stream, n, prefix)
-  local p = must(stream:producer())
-  for i = 1, n do must(p:submit((prefix or "r") .. i)) end
-  must(p:close())
-end
+local eventually, fill = H.eventually, H.fill
 
 -- Waits until the reader's I/O thread has seen tail n: every record before it is buffered.
 local function buffered_to(reader, n)
