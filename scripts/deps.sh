@@ -46,7 +46,8 @@ sudo=""
 
 # The current choice of a Debian alternative ("" when it does not exist).
 alternative_value() {
-  update-alternatives --query "$1" 2>/dev/null | sed -n 's/^Value: //p'
+  # --query fails when the alternative does not exist yet (no Lua installed): not an error here.
+  { update-alternatives --query "$1" 2>/dev/null || true; } | sed -n 's/^Value: //p'
 }
 
 # Installs the missing packages of "$@", keeping lua-interpreter and lua-compiler where they were.
