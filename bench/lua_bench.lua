@@ -35,6 +35,11 @@ local function die(msg)
 end
 
 -- ---------------------------------------------------------------- arguments
+-- A whole number from an argument string, or nil (math.tointeger is not in LuaJIT).
+local function toint(v)
+  local n = tonumber(v)
+  return n and n == math.floor(n) and n or nil
+end
 local args = { workload = "producer", record_size = 1024, records = 10000, sample = 1 }
 do
   local i = 1
@@ -42,11 +47,11 @@ do
     local k, v = arg[i], arg[i + 1]
     if v == nil then die(k .. " needs a value") end
     if k == "--workload" then args.workload = v
-    elseif k == "--record-size" then args.record_size = math.tointeger(tonumber(v)) or die("bad --record-size")
-    elseif k == "--records" then args.records = math.tointeger(tonumber(v)) or die("bad --records")
+    elseif k == "--record-size" then args.record_size = toint(v) or die("bad --record-size")
+    elseif k == "--records" then args.records = toint(v) or die("bad --records")
     elseif k == "--basin" then args.basin = v
     elseif k == "--stream" then args.stream = v
-    elseif k == "--sample" then args.sample = math.tointeger(tonumber(v)) or die("bad --sample")
+    elseif k == "--sample" then args.sample = toint(v) or die("bad --sample")
     elseif k == "--tag" then args.tag = v
     else die("unknown argument " .. k) end
     i = i + 2
@@ -58,7 +63,7 @@ if n < 1 or size < 0 or args.sample < 1 then die("bad arguments") end
 -- ---------------------------------------------------------------- latency histogram (ms)
 local hist, hist_n = {}, 0
 local function record_ms(ms)
-  local key = ms < 100 and (ms * 100) // 1 or 10000 + (ms - 100) // 1
+  local key = ms < 100 and math.floor(ms * 100) or 10000 + math.floor(ms - 100)
   hist[key] = (hist[key] or 0) + 1
   hist_n = hist_n + 1
 end
@@ -111,7 +116,7 @@ if args.workload == "producer" then
   if not producer then die("producer: " .. tostring(err)) end
   local sample = args.sample
   -- At most INFLIGHT / (size + 8) records are unacked, plus the open batch.
-  local q = fifo(INFLIGHT // (size + 8) // sample + 2000)
+  local q = fifo(math.floor(math.floor(INFLIGHT / (size + 8)) / sample) + 2000)
   local qt, qk, qs, cap = q.t, q.k, q.s, q.cap
   local head, tail = 0, 0 -- counts; slot = count % cap + 1
   -- Record tickets give their seq_num without building ack tables (the peers read
@@ -161,7 +166,7 @@ if args.workload == "producer" then
   local ok, cerr = producer:close()
   if not ok then die("producer close: " .. tostring(cerr)) end
 elseif args.workload == "session" then
-  batch_records = math.max(1, math.min(1000, ONE_MIB // (size + 8)))
+  batch_records = math.max(1, math.min(1000, math.floor(ONE_MIB / (size + 8))))
   local session, err = stream:append_session { max_inflight_bytes = INFLIGHT }
   if not session then die("append_session: " .. tostring(err)) end
   local full = {}
@@ -222,7 +227,7 @@ end
 local function str(v) return '"' .. tostring(v):gsub('[%c"\\]', function(c)
   return ("\\u%04x"):format(c:byte()) end) .. '"' end
 local fields = {
-  { "sdk", str "lua" },
+  { "sdk", str(rawget(_G, "jit") and "luajit" or "lua") }, -- the LuaJIT build reports as its own client
   { "version", str(s2.VERSION) },
   { "workload", str(args.workload) },
   { "record_size", tostring(size) },

@@ -211,7 +211,7 @@ end
 local function str(v) return '"' .. tostring(v):gsub('[%c"\\]', function(c)
   return ("\\u%04x"):format(c:byte()) end) .. '"' end
 local fields = {
-  { "sdk", str "lua" },
+  { "sdk", str(rawget(_G, "jit") and "luajit" or "lua") }, -- the LuaJIT build reports as its own client
   { "version", str(s2.VERSION) },
   { "workload", str(args.workload) },
   { "target", str(args.target) },

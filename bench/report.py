@@ -19,6 +19,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL = ["rust", "go", "ts", "python"]
+LUA_KEYS = ["lua", "luajit", "lua-sampled"]  # this client: Lua 5.4, LuaJIT, 1 in 100 acks read
 SDK_NAMES = {"rust": "Rust", "go": "Go", "ts": "TypeScript", "python": "Python", "curl": "curl"}
 WORKLOADS = [("producer", 128), ("producer", 1024), ("producer", 8192), ("session", 1024),
              ("append", 128)]
@@ -35,7 +36,7 @@ ANALYSIS_END = "<!-- analysis:end -->"
 # ---------------------------------------------------------------- loading
 
 def client_key(r):
-    """One key per client variant: lua, lua-sampled, rust, go, ts, python, curl."""
+    """One key per client variant: lua, luajit, lua-sampled, rust, go, ts, python, curl."""
     if r["sdk"] == "lua" and (r.get("latency_sample") or 1) > 1:
         return "lua-sampled"
     return r["sdk"]
@@ -44,6 +45,8 @@ def client_key(r):
 def label(key, versions, sample=None):
     if key == "lua":
         return f"**Lua s2 {versions.get('lua', '')}**"
+    if key == "luajit":
+        return f"**Lua s2 {versions.get('lua', '')} (LuaJIT)**"
     if key == "lua-sampled":
         return f"Lua s2 {versions.get('lua', '')}, 1 in {sample or 100} acks read"
     if key == "curl":
@@ -139,7 +142,7 @@ def ratio(a, b):
 
 def chart_data(summ, versions):
     groups = [(w, s) for w, s in WORKLOADS if w != "append"]
-    clients = [k for k in ["lua", "lua-sampled"] + OFFICIAL
+    clients = [k for k in LUA_KEYS + OFFICIAL
                if any((k, w, s) in summ for w, s in groups)]
     lat_clients = [k for k in ["lua"] + OFFICIAL + ["curl"] if (k, "append", 128) in summ]
 
@@ -159,7 +162,7 @@ def chart_data(summ, versions):
     }
 
 
-COLORS = {"lua": "#d62728", "lua-sampled": "#ff9896", "rust": "#1f77b4", "go": "#17becf",
+COLORS = {"lua": "#d62728", "luajit": "#ff7f0e", "lua-sampled": "#ff9896", "rust": "#1f77b4", "go": "#17becf",
           "ts": "#2ca02c", "python": "#9467bd", "curl": "#7f7f7f"}
 
 
@@ -278,7 +281,7 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
     w("The Lua client (`s2`) beside the official S2 SDKs — Rust, Go, TypeScript, Python — and a raw")
     w("`curl` POST, on the same workloads against **one in-memory s2-lite per round** on this")
     w("machine, one client after another, each on a fresh stream (issue 9). Regenerate everything on this")
-    w("page (tables, chart, perf profile) with `make bench` (about 7 minutes): it runs")
+    w("page (tables, chart, perf profile) with `make bench` (about 15 minutes): it runs")
     w("`scripts/with-s2-lite.sh bench/run_all.sh build/bench.jsonl` and then")
     w("`python3 bench/report.py build/bench.jsonl`. The [OpenResty section](#openresty-one-nginx-worker)")
     w("at the end is `make bench-openresty`'s (issue 13).")
@@ -303,14 +306,14 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
     w("| workload | Lua records/s | × fastest SDK | Lua CPU µs/record | × lowest-CPU SDK | Lua peak RSS MiB | × smallest SDK | ack p50 / p99 ms |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|")
     for wl, size in WORKLOADS:
-        for key in ["lua", "lua-sampled"]:
+        for key in LUA_KEYS:
             s = summ.get((key, wl, size))
             if not s:
                 continue
             bk, bv = best(summ, wl, size, "records_per_s")
             ck, cv = best(summ, wl, size, "cpu_us", lowest=True)
             rk, rv = best(summ, wl, size, "rss", lowest=True)
-            name = f"{wl} {size_name(size)}" + (" (1 in 100)" if key == "lua-sampled" else "")
+            name = f"{wl} {size_name(size)}" + {"lua-sampled": " (1 in 100)", "luajit": " (LuaJIT)"}.get(key, "")
             w(f"| {name} | {f_int(s['records_per_s'])} | {f_ratio(ratio(s['records_per_s'], bv))}"
               f" ({SDK_NAMES.get(bk, '–')}) | {f_num(s['cpu_us'], 2)} |"
               f" {f_ratio(ratio(s['cpu_us'], cv))} ({SDK_NAMES.get(ck, '–')}) | {f_num(s['rss'])} |"
@@ -387,6 +390,8 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
     w(f"| load average before the run | {' '.join(meta.get('loadavg_before', []))} |")
     w(f"| server | s2-lite {meta.get('s2_lite', '0.43.4')}, in memory, on 127.0.0.1, the same 2 cores |")
     w(f"| Lua client | s2 {versions.get('lua', '?')} ({meta.get('lua', 'Lua')}, libcurl {meta.get('libcurl', '?')}, nghttp2 {meta.get('nghttp2', '?')}) |")
+    if meta.get("luajit"):
+        w(f"| LuaJIT rows | the same scripts and module built for {meta['luajit']} (`build-jit/`) |")
     w(f"| Rust SDK | `s2-sdk` {versions.get('rust', skipped.get('rust', '?'))} (crates.io), rustc {meta.get('rustc', '?')} |")
     w(f"| Go SDK | `s2-sdk-go` {versions.get('go', '–')}, go {meta.get('go', '?')}"
       + (f" — **skipped**: {skipped['go']}" if 'go' in skipped else
@@ -411,7 +416,7 @@ def write_md(path, png_rel, chart_tool, meta, runs, skipped, errors, perf, summ)
     w("user+sys of the whole client process from `wait4` (start-up included), per record.")
     w("")
     for wl, size in WORKLOADS:
-        keys = [k for k in ["lua", "lua-sampled"] + OFFICIAL + ["curl"] if (k, wl, size) in summ]
+        keys = [k for k in LUA_KEYS + OFFICIAL + ["curl"] if (k, wl, size) in summ]
         if not keys:
             continue
         n = summ[(keys[0], wl, size)]["records"]
@@ -549,21 +554,47 @@ def sink_section(runs, versions):
     w("on s2-lite from a stream prepared once, on the sink from its `gen-SIZE-N` stream. Medians")
     w("over the rounds; CPU is user+sys of the whole client process per record (start-up included).")
     w("")
+    # The issue-15 target: CPU per record ≤ 0.5× the lowest-CPU official SDK, against the sink.
+    tgt = [(wl, size) for wl, size in WORKLOADS + READ_WORKLOADS if wl != "append"]
+    rows = []
+    for wl, size in tgt:
+        base = wl.replace("read_session_batch", "read_session")  # the SDKs' row for next_batch
+        ck, cv = best(sink, base, size, "cpu_us", lowest=True)
+        for key in ("lua", "luajit"):
+            s_ = sink.get((key, wl, size))
+            if s_ and cv and s_["cpu_us"] is not None:
+                rows.append((wl, size, key, s_["cpu_us"], ck, cv))
+    if rows:
+        w("### CPU per record against the lowest-CPU official SDK, sink (target ≤ 0.5×)")
+        w("")
+        w("Every ack read. `read_session_batch` is compared with the SDKs' `read_session` row (the same")
+        w("records, taken a list at a time).")
+        w("")
+        w("| workload | client | CPU µs/record | lowest-CPU SDK µs | ratio | target ≤ 0.5× |")
+        w("|---|---|---:|---:|---:|---|")
+        for wl, size, key, cpu, ck, cv in rows:
+            r_ = cpu / cv
+            w(f"| {wl} {size_name(size)} | {'LuaJIT' if key == 'luajit' else 'Lua 5.4'} | {f_num(cpu, 2)} |"
+              f" {f_num(cv, 2)} ({SDK_NAMES.get(ck, ck)}) | {f_ratio(r_)} |"
+              f" {'met' if r_ <= 0.5 else f'**missed** (needs {r_ / 0.5:.1f}× less)'} |")
+        w("")
     for wl, size in WORKLOADS + READ_WORKLOADS:
-        keys = [k for k in ["lua", "lua-sampled"] + OFFICIAL + ["curl"]
+        keys = [k for k in LUA_KEYS + OFFICIAL + ["curl"]
                 if (k, wl, size) in lite or (k, wl, size) in sink]
         if not keys:
             continue
         any_s = lite.get((keys[0], wl, size)) or sink.get((keys[0], wl, size))
+        base = wl.replace("read_session_batch", "read_session")
+        _, cv = best(sink, base, size, "cpu_us", lowest=True)
         w(f"### {wl}, {size_name(size)} records × {any_s['records']:,}")
         w("")
-        w("| client | records/s s2-lite | records/s sink | CPU µs/record s2-lite | CPU µs/record sink | peak RSS MiB s2-lite | peak RSS MiB sink |")
-        w("|---|---:|---:|---:|---:|---:|---:|")
+        w("| client | records/s s2-lite | records/s sink | CPU µs/record s2-lite | CPU µs/record sink | CPU sink × lowest-CPU SDK | peak RSS MiB s2-lite | peak RSS MiB sink |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
         for k in keys:
             a, b = lite.get((k, wl, size), {}), sink.get((k, wl, size), {})
             w(f"| {label(k, versions, (a or b).get('sample'))} | {f_int(a.get('records_per_s'))} |"
               f" {f_int(b.get('records_per_s'))} | {f_num(a.get('cpu_us'), 2)} | {f_num(b.get('cpu_us'), 2)} |"
-              f" {f_num(a.get('rss'))} | {f_num(b.get('rss'))} |")
+              f" {f_ratio(ratio(b.get('cpu_us'), cv))} | {f_num(a.get('rss'))} | {f_num(b.get('rss'))} |")
         w("")
     if submits:
         w("### The submit path alone: `producer:submit` from one Lua thread, sink")
@@ -571,13 +602,14 @@ def sink_section(runs, versions):
         w("`bench/submit_rate.lua`, 100 B bodies. Accepted: records over the submit loop alone;")
         w("acked: until `close` returned. Goal: ≥ 2 M records/s accepted.")
         w("")
-        w("| tickets | records | accepted records/s | acked records/s | CPU µs/record | peak RSS MiB | rounds |")
-        w("|---|---:|---:|---:|---:|---:|---:|")
-        for mode, what in [("drop", "dropped"), ("keep", "every one kept"), ("sample", "1 in 100 awaited")]:
-            rs = [r for r in submits if r.get("tickets") == mode]
+        w("| client | tickets | records | accepted records/s | acked records/s | CPU µs/record | peak RSS MiB | rounds |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|")
+        for sdk, mode, what in [(sdk, m, wh) for sdk in ("lua", "luajit") for m, wh in
+                                [("drop", "dropped"), ("keep", "every one kept"), ("sample", "1 in 100 awaited")]]:
+            rs = [r for r in submits if r.get("tickets") == mode and r["sdk"] == sdk]
             if not rs:
                 continue
-            w(f"| {what} | {rs[0]['records']:,} | {f_int(med(r['submit_records_per_s'] for r in rs))} |"
+            w(f"| {'LuaJIT' if sdk == 'luajit' else 'Lua 5.4'} | {what} | {rs[0]['records']:,} | {f_int(med(r['submit_records_per_s'] for r in rs))} |"
               f" {f_int(med(r['records_per_s'] for r in rs))} | {f_num(med(r.get('cpu_us_per_record') for r in rs), 2)} |"
               f" {f_num(med(r.get('peak_rss_mb') for r in rs))} | {len(rs)} |")
         w("")

@@ -12,7 +12,7 @@
 # bench/README-peers.md for the peers' pins, installs and the JSON fields).
 #
 # Environment (besides run_peers.sh's: PEER_SCALE, APPEND_RECORD_SIZE, S2_GO_SDK_SRC, PYTHON):
-#   PEERS="lua lua-sampled rust go ts python curl"   clients to run
+#   PEERS="lua luajit lua-sampled rust go ts python curl"   clients to run
 #   ROUNDS=3              passes over the whole matrix (report.py shows medians and ranges)
 #   NO_PERF=1             skip the perf profile of the Lua producer (needs linux-perf)
 #   RSS_RECORDS=1048576   records of RSS_RECORD_SIZE=1024 bytes in the RSS run (1 GiB); 0 skips it
@@ -87,6 +87,7 @@ meta = {
     "os": first(r'^PRETTY_NAME="?([^"\n]+)', open("/etc/os-release").read(), "unknown"),
     "s2_lite": os.environ.get("S2_LITE_VERSION", "0.43.4"),
     "lua": run("lua5.4", "-v").split("  ")[0],
+    "luajit": run("luajit", "-v").split(" -- ")[0],
     "libcurl": run("pkg-config", "--modversion", "libcurl"),
     "nghttp2": run("pkg-config", "--modversion", "libnghttp2"),
     "curl": first(r"^curl (\S+)", run("curl", "--version")),
@@ -118,9 +119,9 @@ for k in $(seq 1 "$rounds"); do
   log "round $k of $rounds: $t"
   tmp="$(mktemp)"
   if [ "$t" = sink ]; then
-    TARGET=sink PEERS="${PEERS:-lua lua-sampled rust go ts python curl}" "$here/with_sink.sh" "$here/run_peers.sh" "$tmp" || failures=1
+    TARGET=sink PEERS="${PEERS:-lua luajit lua-sampled rust go ts python curl}" "$here/with_sink.sh" "$here/run_peers.sh" "$tmp" || failures=1
   else
-    PEERS="${PEERS:-lua lua-sampled rust go ts python curl}" "${round_server[@]}" "$here/run_peers.sh" "$tmp" || failures=1
+    PEERS="${PEERS:-lua luajit lua-sampled rust go ts python curl}" "${round_server[@]}" "$here/run_peers.sh" "$tmp" || failures=1
   fi
   python3 - "$tmp" "$k" >>"$results" <<'EOF'
 import json, sys
@@ -138,21 +139,30 @@ done
 submit_records="$(awk -v n="${SUBMIT_RECORDS:-2000000}" -v s="${PEER_SCALE:-1}" 'BEGIN { v = int(n * s); print (n > 0 && v < 1 ? 1 : v) }')"
 if [ "$submit_records" -gt 0 ]; then
   export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$build/?.so;;"
+  jit_build="${BUILD_JIT:-$root/build-jit}"
+  for interp in lua luajit; do
+  case " ${PEERS:-lua luajit} " in *" $interp "*) ;; *) continue ;; esac
+  if [ "$interp" = lua ]; then run=("${LUA:-lua5.4}")
+  elif [ -f "$jit_build/s2/core.so" ] && command -v "${LUAJIT:-luajit}" >/dev/null; then
+    run=(env "LUA_CPATH=$jit_build/?.so;;" "${LUAJIT:-luajit}")
+  else log "submit rate under LuaJIT skipped: no $jit_build/s2/core.so or luajit"; continue
+  fi
   for mode in drop keep sample; do
-    log "submit rate: $submit_records x 100 B, tickets $mode (null sink)"
-    if line="$("$here/with_sink.sh" python3 "$here/peers/measure.py" "${LUA:-lua5.4}" \
+    log "submit rate ($interp): $submit_records x 100 B, tickets $mode (null sink)"
+    if line="$("$here/with_sink.sh" python3 "$here/peers/measure.py" "${run[@]}" \
                  "$here/submit_rate.lua" --tickets "$mode" --records "$submit_records")"; then
       echo "$line" >>"$results"
       python3 - "$line" >&2 <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-print(f"run_all: submit ({r['tickets']}) {r['submit_records_per_s']:.0f} rec/s accepted, "
+print(f"run_all: submit {r['sdk']} ({r['tickets']}) {r['submit_records_per_s']:.0f} rec/s accepted, "
       f"{r['records_per_s']:.0f} rec/s acked, {r['cpu_us_per_record']} us/rec, rss {r['peak_rss_mb']} MiB")
 PY
     else
       failures=1
-      echo "{\"sdk\":\"lua\",\"workload\":\"submit\",\"tickets\":\"$mode\",\"target\":\"sink\",\"record_size\":100,\"records\":$submit_records,\"error\":\"run failed, see stderr\"}" >>"$results"
+      echo "{\"sdk\":\"$interp\",\"workload\":\"submit\",\"tickets\":\"$mode\",\"target\":\"sink\",\"record_size\":100,\"records\":$submit_records,\"error\":\"run failed, see stderr\"}" >>"$results"
     fi
+  done
   done
 fi
 

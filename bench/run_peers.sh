@@ -9,11 +9,14 @@
 # stream, appending one JSON line per run to RESULTS.jsonl (see bench/README-peers.md).
 #
 # Environment:
-#   PEERS="rust go ts python curl"  which peers to run (default: these five). Two more are
+#   PEERS="rust go ts python curl"  which peers to run (default: these five). Three more are
 #                                   known: "lua" (this client, bench/lua_bench.lua, every ack
-#                                   timed like the SDKs) and "lua-sampled" (producer only, 1 in
-#                                   LUA_SAMPLE=100 acks timed); bench/run_all.sh adds them
+#                                   timed like the SDKs), "luajit" (the same scripts under
+#                                   LuaJIT with the build-jit module) and "lua-sampled"
+#                                   (producer only, 1 in LUA_SAMPLE=100 acks timed);
+#                                   bench/run_all.sh adds them
 #   BUILD=build                     where lua_bench.lua finds s2/core.so (for "lua")
+#   BUILD_JIT=build-jit LUAJIT=luajit  the LuaJIT build and interpreter (for "luajit")
 #   PEER_SCALE=1                    multiply every record count (e.g. 0.1 for a quick check)
 #   APPEND_RECORD_SIZE=128          record size of the unary-append latency runs
 #   S2_GO_SDK_SRC=DIR               build the Go peer against this s2-sdk-go v0.20.0 source tree
@@ -24,7 +27,7 @@
 #                                   Against the sink, reads use its generated gen-SIZE-N streams;
 #                                   against s2-lite one stream per read case is prepared first
 #                                   (bench/read_throughput.lua --prepare-only, not timed)
-#   READ_PEERS="lua rust go python ts"  the peers with the read workloads (issue 15)
+#   READ_PEERS="lua luajit rust go python ts"  the peers with the read workloads (issue 15)
 #   NO_READS=1                      skip the read workloads
 set -uo pipefail
 
@@ -36,7 +39,7 @@ peers="${PEERS:-rust go ts python curl}"
 scale="${PEER_SCALE:-1}"
 append_size="${APPEND_RECORD_SIZE:-128}"
 target="${TARGET:-s2-lite}"
-read_peers=" ${READ_PEERS:-lua rust go python ts} "
+read_peers=" ${READ_PEERS:-lua luajit rust go python ts} "
 case "$target" in s2-lite|sink) ;; *) echo "run_peers: TARGET is s2-lite or sink" >&2; exit 2 ;; esac
 : "${S2_ACCOUNT_ENDPOINT:?S2_ACCOUNT_ENDPOINT is not set (run under scripts/with-s2-lite.sh)}"
 : "${S2_BASIN_ENDPOINT:?S2_BASIN_ENDPOINT is not set}"
@@ -125,6 +128,20 @@ setup_lua() {
   read_cmd[lua]="$lua $here/read_throughput.lua --target $target"
 }
 
+# The same Lua scripts under LuaJIT against the LuaJIT build of the module; they report
+# "sdk": "luajit". LUA_CPATH is set for the command alone (the lua peer's is exported).
+setup_luajit() {
+  local lua="${LUAJIT:-luajit}" build="${BUILD_JIT:-build-jit}" root
+  root="$(cd "$here/.." && pwd)"
+  command -v "$lua" >/dev/null || { fail "$lua not found"; return 1; }
+  case "$build" in /*) ;; *) build="$root/$build" ;; esac
+  [ -f "$build/s2/core.so" ] || { fail "$build/s2/core.so missing (run make luajit)"; return 1; }
+  case "$build" in *[[:space:]]*) fail "BUILD_JIT must not contain spaces"; return 1 ;; esac
+  export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;"
+  cmd[luajit]="env LUA_CPATH=$build/?.so;; $lua $here/lua_bench.lua"
+  read_cmd[luajit]="env LUA_CPATH=$build/?.so;; $lua $here/read_throughput.lua --target $target"
+}
+
 setup_lua_sampled() {
   setup_lua || return 1
   cmd[lua-sampled]="${cmd[lua]} --sample ${LUA_SAMPLE:-100}"
@@ -204,7 +221,7 @@ for row in "${matrix[@]}"; do
     [ "$p" = curl ] && [ "$workload" != append ] && continue
     [ "$p" = lua-sampled ] && [ "$workload" != producer ] && continue
     # reader:next_batch (lists of records per call) is the Lua client's own API
-    [ "$workload" = read_session_batch ] && [ "$p" != lua ] && continue
+    [ "$workload" = read_session_batch ] && [ "$p" != lua ] && [ "$p" != luajit ] && continue
     run="${cmd[$p]}"
     stream="$p-$workload-$size"
     case "$workload" in

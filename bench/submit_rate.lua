@@ -29,6 +29,11 @@ local function die(msg)
   os.exit(1)
 end
 
+-- A whole number from an argument string, or nil (math.tointeger is not in LuaJIT).
+local function toint(v)
+  local n = tonumber(v)
+  return n and n == math.floor(n) and n or nil
+end
 local args = { tickets = "drop", records = 2000000, record_size = 100, target = "sink" }
 do
   local i = 1
@@ -36,8 +41,8 @@ do
     local k, v = arg[i], arg[i + 1]
     if v == nil then die(k .. " needs a value") end
     if k == "--tickets" then args.tickets = v
-    elseif k == "--records" then args.records = math.tointeger(tonumber(v)) or die("bad --records")
-    elseif k == "--record-size" then args.record_size = math.tointeger(tonumber(v)) or die("bad --record-size")
+    elseif k == "--records" then args.records = toint(v) or die("bad --records")
+    elseif k == "--record-size" then args.record_size = toint(v) or die("bad --record-size")
     elseif k == "--target" then args.target = v
     elseif k == "--basin" then args.basin = v
     elseif k == "--stream" then args.stream = v
@@ -136,7 +141,7 @@ end
 local function num(v, fmt) return v == nil and "null" or (fmt or "%.3f"):format(v) end
 local function str(v) return '"' .. tostring(v) .. '"' end
 local fields = {
-  { "sdk", str "lua" }, { "version", str(s2.VERSION) }, { "workload", str "submit" },
+  { "sdk", str(rawget(_G, "jit") and "luajit" or "lua") }, { "version", str(s2.VERSION) }, { "workload", str "submit" },
   { "tickets", str(mode) }, { "target", str(args.target) }, { "record_size", tostring(size) },
   { "records", tostring(n) }, { "acks_awaited", tostring(awaited) },
   { "submit_seconds", num(submit_seconds, "%.4f") },
