@@ -151,6 +151,21 @@ describe("OpenResty never blocks the worker", function()
     assert.are.equal("ok released", result)
   end)
 
+  it("reader:next_batch on a following read session yields until a record comes", function()
+    local name, tail = fresh_stream("readernextbatch")
+    local result = assert_yields("reader:next_batch", { op = "reader_next_batch", stream = name, seq = tail },
+      appending(name))
+    assert.are.equal("ok 1 released", result)
+  end)
+
+  it("reader:wait_caught_up yields while the tail report is held", function()
+    local name, tail = fresh_stream("waitcaughtup")
+    local release = stalled()
+    local result = assert_yields("reader:wait_caught_up",
+      { op = "reader_wait_caught_up", stream = name, seq = tail }, release)
+    assert.are.equal("ok caught up", result)
+  end)
+
   it("producer:flush yields while the ack is held", function()
     local name = fresh_stream("flush")
     local release = stalled()
