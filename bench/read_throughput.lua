@@ -2,7 +2,7 @@
 -- shape of bench/peers/* (see bench/README-peers.md) so bench/run_peers.sh can run it under
 -- bench/peers/measure.py beside the official SDKs' read workloads.
 --
---   lua5.4 bench/read_throughput.lua --workload read_session|read_session_batch|read_unary --record-size N \
+--   lua5.4 bench/read_throughput.lua --workload read_session|read_session_batch|read_session_columns|read_unary --record-size N \
 --          --records N [--target sink|s2-lite] [--basin B --stream S] [--prepare|--prepare-only]
 --
 -- Endpoints and token come from the S2_* environment (scripts/with-s2-lite.sh, or
@@ -13,6 +13,8 @@
 --                 session ends; N records must come, with consecutive seq_nums.
 --   read_session_batch  the same session, records taken with reader:next_batch() (lists of
 --                 up to 1000 records per call, or --batch-max N; the fastest documented way).
+--   read_session_columns  the same session, records taken with reader:next_columns()
+--                 (seq_nums, timestamps and bodies as lists: no table per record).
 --   read_unary    stream:read{ seq_num = s, count = 1000 } pages (1000 records or 1 MiB
 --                 metered, whichever is smaller: 127 records of 8 KiB), until N records came.
 --
@@ -76,7 +78,7 @@ local size, n = args.record_size, args.records
 if n < 1 or size < 0 then die("bad arguments") end
 if args.target ~= "sink" and args.target ~= "s2-lite" then die("--target is sink or s2-lite") end
 if args.workload ~= "read_session" and args.workload ~= "read_session_batch"
-  and args.workload ~= "read_unary" then
+  and args.workload ~= "read_session_columns" and args.workload ~= "read_unary" then
   die("unknown workload " .. args.workload)
 end
 
@@ -168,6 +170,26 @@ elseif args.workload == "read_session_batch" then
     end
     if first_body == nil then first_body = list[1].body end
     last_body = list[#list].body
+    batches = batches + 1
+  end
+  reader:close()
+elseif args.workload == "read_session_columns" then
+  local reader, err = stream:read_session { seq_num = 0, count = n }
+  if not reader then die("read_session: " .. tostring(err)) end
+  local next_columns = reader.next_columns
+  while true do
+    local cols, rerr = next_columns(reader, args.batch_max)
+    if not cols then
+      if rerr then die("read: " .. tostring(rerr)) end
+      break
+    end
+    local seq_nums = cols.seq_nums
+    for j = 1, cols.n do
+      if seq_nums[j] ~= got then die(("seq_num %d, expected %d"):format(seq_nums[j], got)) end
+      got = got + 1
+    end
+    if first_body == nil then first_body = cols.bodies[1] end
+    last_body = cols.bodies[cols.n]
     batches = batches + 1
   end
   reader:close()

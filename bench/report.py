@@ -11,6 +11,7 @@ with matplotlib (Debian's python3-matplotlib; when the python3 running this scri
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,8 +25,16 @@ SDK_NAMES = {"rust": "Rust", "go": "Go", "ts": "TypeScript", "python": "Python",
 WORKLOADS = [("producer", 128), ("producer", 1024), ("producer", 8192), ("session", 1024),
              ("append", 128)]
 RSS_HEADROOM_MIB = 16
+
+
+def sdk_row(workload):
+    """The SDKs' workload a Lua-only read workload is compared with (the same records)."""
+    return re.sub(r"^read_session_(batch|columns)$", "read_session", workload)
+
+
 READ_WORKLOADS = [("read_session", 128), ("read_session", 8192), ("read_session_batch", 128),
-                  ("read_session_batch", 8192), ("read_unary", 128)]
+                  ("read_session_batch", 8192), ("read_session_columns", 128),
+                  ("read_session_columns", 8192), ("read_unary", 128)]
 OPENRESTY_BEGIN = "<!-- openresty:begin"  # the section bench/openresty/run.py writes
 OPENRESTY_END = "<!-- openresty:end -->"
 # Hand-written analysis (profiles, what remains, scale): carried over at the end, as written.
@@ -549,7 +558,8 @@ def sink_section(runs, versions):
     w("server that acks every batch at once and serves reads from generated streams, so that what")
     w("is left is the client's cost; beside them the s2-lite figures. Reads: a read session of N")
     w("records from seq_num 0 (`read_session`; `read_session_batch`: the same, the Lua client")
-    w("taking lists of up to 1000 records with `reader:next_batch()`), unary reads of 1000-record")
+    w("taking lists of up to 1000 records with `reader:next_batch()`; `read_session_columns`: with")
+    w("`reader:next_columns()`, no table per record), unary reads of 1000-record")
     w("pages (`read_unary`);")
     w("on s2-lite from a stream prepared once, on the sink from its `gen-SIZE-N` stream. Medians")
     w("over the rounds; CPU is user+sys of the whole client process per record (start-up included).")
@@ -558,7 +568,7 @@ def sink_section(runs, versions):
     tgt = [(wl, size) for wl, size in WORKLOADS + READ_WORKLOADS if wl != "append"]
     rows = []
     for wl, size in tgt:
-        base = wl.replace("read_session_batch", "read_session")  # the SDKs' row for next_batch
+        base = sdk_row(wl)
         ck, cv = best(sink, base, size, "cpu_us", lowest=True)
         for key in ("lua", "luajit"):
             s_ = sink.get((key, wl, size))
@@ -567,8 +577,8 @@ def sink_section(runs, versions):
     if rows:
         w("### CPU per record against the lowest-CPU official SDK, sink (target ≤ 0.5×)")
         w("")
-        w("Every ack read. `read_session_batch` is compared with the SDKs' `read_session` row (the same")
-        w("records, taken a list at a time).")
+        w("Every ack read. `read_session_batch` and `read_session_columns` are compared with the SDKs'")
+        w("`read_session` row (the same records, taken many at a time).")
         w("")
         w("| workload | client | CPU µs/record | lowest-CPU SDK µs | ratio | target ≤ 0.5× |")
         w("|---|---|---:|---:|---:|---|")
@@ -584,7 +594,7 @@ def sink_section(runs, versions):
         if not keys:
             continue
         any_s = lite.get((keys[0], wl, size)) or sink.get((keys[0], wl, size))
-        base = wl.replace("read_session_batch", "read_session")
+        base = sdk_row(wl)
         _, cv = best(sink, base, size, "cpu_us", lowest=True)
         w(f"### {wl}, {size_name(size)} records × {any_s['records']:,}")
         w("")

@@ -190,6 +190,8 @@ if [ -z "${NO_READS:-}" ]; then
     "read_session 8192 $(scaled 100000)"
     "read_session_batch 128 $(scaled 1000000)"
     "read_session_batch 8192 $(scaled 100000)"
+    "read_session_columns 128 $(scaled 1000000)"
+    "read_session_columns 8192 $(scaled 100000)"
     "read_unary 128 $(scaled 100000)"
   )
 fi
@@ -220,8 +222,10 @@ for row in "${matrix[@]}"; do
     [ -n "${ready[$p]:-}" ] || continue
     [ "$p" = curl ] && [ "$workload" != append ] && continue
     [ "$p" = lua-sampled ] && [ "$workload" != producer ] && continue
-    # reader:next_batch (lists of records per call) is the Lua client's own API
-    [ "$workload" = read_session_batch ] && [ "$p" != lua ] && [ "$p" != luajit ] && continue
+    # reader:next_batch / next_columns (many records per call) are the Lua client's own API
+    case "$workload" in read_session_batch|read_session_columns)
+      [ "$p" != lua ] && [ "$p" != luajit ] && continue ;;
+    esac
     run="${cmd[$p]}"
     stream="$p-$workload-$size"
     case "$workload" in

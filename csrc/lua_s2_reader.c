@@ -80,23 +80,76 @@ static int l_reader_next(lua_State *L) {
  * one drained). */
 #define CHUNK 256
 
-static lua_Integer check_max(lua_State *L, int idx) {
+static lua_Integer check_max(lua_State *L, int idx, const char *fn) {
     if (lua_isnoneornil(L, idx)) return 1000;
     lua_Integer max = 0;
     if (lua_type(L, idx) == LUA_TNUMBER) {
         lua_Number v = lua_tonumber(L, idx);
         if (v >= 1 && v <= 1e15 && v == (lua_Number)(lua_Integer)v) max = (lua_Integer)v;
     }
-    if (max < 1) luaL_error(L, "reader:next_batch: max must be an integer >= 1 (got a %s)",
+    if (max < 1) luaL_error(L, "%s: max must be an integer >= 1 (got a %s)", fn,
                             luaL_typename(L, idx));
     return max;
 }
 
+/* How one call hands its records to Lua: a list of record tables (next_batch, take), or
+ * columns (next_columns): one list per field, so a record costs its body string and no
+ * table of its own. */
+typedef enum { SHAPE_LIST, SHAPE_COLUMNS } batch_shape;
+
+/* On the stack from `base`: the list, then the four keys (SHAPE_LIST); or the result, then
+ * its seq_nums, timestamps, bodies and headers lists (SHAPE_COLUMNS). */
+static void begin_shape(lua_State *L, batch_shape shape, size_t n) {
+    if (shape == SHAPE_LIST) {
+        lua_createtable(L, (int)n, 0); /* grows if more batches follow */
+        s2l_push_record_keys(L);
+        return;
+    }
+    lua_createtable(L, 0, 5);
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, (int)n, 0);
+    lua_createtable(L, 0, 0); /* sparse: only records that have headers */
+}
+
+static void add_record(lua_State *L, batch_shape shape, int base, lua_Integer i,
+                       const s2_sequenced_record *r) {
+    if (shape == SHAPE_LIST) {
+        s2l_push_record_k(L, base + 1, r);
+        lua_rawseti(L, base, i);
+        return;
+    }
+    lua_pushinteger(L, (lua_Integer)r->seq_num);
+    lua_rawseti(L, base + 1, i);
+    lua_pushinteger(L, (lua_Integer)r->timestamp);
+    lua_rawseti(L, base + 2, i);
+    lua_pushlstring(L, (const char *)r->body, r->body_len); /* straight from the frame */
+    lua_rawseti(L, base + 3, i);
+    if (r->num_headers) {
+        s2l_push_headers(L, r->headers, r->num_headers);
+        lua_rawseti(L, base + 4, i);
+    }
+}
+
+/* Leaves only the list or the result (with its n) at `base`. */
+static void end_shape(lua_State *L, batch_shape shape, int base, lua_Integer n) {
+    if (shape == SHAPE_LIST) {
+        lua_settop(L, base);
+        return;
+    }
+    lua_setfield(L, base, "headers");
+    lua_setfield(L, base, "bodies");
+    lua_setfield(L, base, "timestamps");
+    lua_setfield(L, base, "seq_nums");
+    lua_pushinteger(L, n);
+    lua_setfield(L, base, "n");
+}
+
 /* The records of one call: up to max, waiting up to timeout for the first (0: none). On
- * the stack: a list (returns 1), or nil (ended), nil, err; or, with nowait and nothing
- * buffered, false. */
+ * the stack: a list or columns (returns 1), or nil (ended), nil, err; or, with nowait and
+ * nothing buffered, false. */
 static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double timeout,
-                      bool nowait) {
+                      bool nowait, batch_shape shape) {
     s2_sequenced_record recs[CHUNK];
     s2_error err;
     size_t n;
@@ -111,23 +164,18 @@ static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double 
         lua_pushnil(L);
         return 1;
     }
-    s2l_push_record_keys(L);
-    int keys = lua_gettop(L) - 3;
-    lua_createtable(L, (int)n, 0); /* grows if more batches follow */
+    int base = lua_gettop(L) + 1;
+    begin_shape(L, shape, n);
     lua_Integer i = 0;
     for (;;) {
-        for (size_t j = 0; j < n; j++) {
-            s2l_push_record_k(L, keys, &recs[j]);
-            lua_rawseti(L, -2, ++i);
-        }
+        for (size_t j = 0; j < n; j++) add_record(L, shape, base, ++i, &recs[j]);
         if (i >= max) break;
         want = max - i < CHUNK ? (size_t)(max - i) : CHUNK;
         /* More may be buffered: take it without waiting. A failure or the end found here
          * is sticky: the next call reports it. */
         if (s2_read_session_next_batch(s, 0, recs, want, &n, &err) != 1) break;
     }
-    lua_replace(L, keys);
-    lua_pop(L, 3);
+    end_shape(L, shape, base, i);
     return 1;
 }
 
@@ -135,15 +183,26 @@ static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double 
  * reached) | nil, err: waits (blocking this thread) only while none is buffered. */
 static int l_reader_next_batch(lua_State *L) {
     s2l_reader_ud *u = check_reader(L);
-    lua_Integer max = check_max(L, 2);
-    return push_batch(L, u->s, max, s2l_opt_timeout(L, 3), false);
+    lua_Integer max = check_max(L, 2, "reader:next_batch");
+    return push_batch(L, u->s, max, s2l_opt_timeout(L, 3), false, SHAPE_LIST);
 }
 
-/* reader:take([max]) -> never waits. Without max: a record; with it: a list of 1..max
- * records. false when none is buffered; nil (ended); nil, err. */
+/* reader:next_columns([max [, timeout]]) -> { n, seq_nums, timestamps, bodies, headers } |
+ * nil | nil, err: next_batch's records as columns. */
+static int l_reader_next_columns(lua_State *L) {
+    s2l_reader_ud *u = check_reader(L);
+    lua_Integer max = check_max(L, 2, "reader:next_columns");
+    return push_batch(L, u->s, max, s2l_opt_timeout(L, 3), false, SHAPE_COLUMNS);
+}
+
+/* reader:take([max [, columns]]) -> never waits. Without max: a record; with it: a list of
+ * 1..max records (columns: as next_columns). false when none is buffered; nil (ended);
+ * nil, err. */
 static int l_reader_take(lua_State *L) {
     s2l_reader_ud *u = check_reader(L);
-    if (!lua_isnoneornil(L, 2)) return push_batch(L, u->s, check_max(L, 2), 0, true);
+    if (!lua_isnoneornil(L, 2))
+        return push_batch(L, u->s, check_max(L, 2, "reader:take"), 0, true,
+                          lua_toboolean(L, 3) ? SHAPE_COLUMNS : SHAPE_LIST);
     s2_sequenced_record r;
     s2_error err;
     size_t n;
@@ -259,6 +318,7 @@ static int l_reader_close(lua_State *L) {
 static const luaL_Reg reader_methods[] = {
     {"next", l_reader_next},
     {"next_batch", l_reader_next_batch},
+    {"next_columns", l_reader_next_columns},
     {"take", l_reader_take},
     {"status", l_reader_status},
     {"ready", l_reader_ready},

@@ -207,11 +207,7 @@ typedef struct {
     size_t len;
 } field;
 
-static int get_varint(reader *r, uint64_t *out) {
-    if (r->p < r->end && !(*r->p & 0x80)) { /* the common case: one byte */
-        *out = *r->p++;
-        return 0;
-    }
+static int get_varint_long(reader *r, uint64_t *out) {
     uint64_t v = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
         if (r->p >= r->end) return -1;
@@ -226,8 +222,24 @@ static int get_varint(reader *r, uint64_t *out) {
     return -1;
 }
 
+/* One and two bytes inline (tags, lengths of records up to 16 KiB); longer in a call. */
+static inline int get_varint(reader *r, uint64_t *out) {
+    const uint8_t *p = r->p;
+    if (p < r->end && !(p[0] & 0x80)) {
+        *out = p[0];
+        r->p = p + 1;
+        return 0;
+    }
+    if (r->end - p >= 2 && !(p[1] & 0x80)) {
+        *out = (uint64_t)(p[0] & 0x7F) | (uint64_t)p[1] << 7;
+        r->p = p + 2;
+        return 0;
+    }
+    return get_varint_long(r, out);
+}
+
 /* Reads the next field. Returns 1 with *f filled, 0 at the end, -1 when malformed. */
-static int next_field(reader *r, field *f) {
+static inline int next_field(reader *r, field *f) {
     if (r->p >= r->end) return 0;
     uint64_t key;
     if (get_varint(r, &key) != 0) return -1;
@@ -320,6 +332,24 @@ static int decode_record(const uint8_t *p, size_t len, const record_shape *shape
     size_t n = 0;
     if (rec) memset(rec, 0, sizeof *rec);
     if (has_ts) *has_ts = false;
+    /* The shape every server writes: seq_num, timestamp, body, in field order, no headers.
+     * Anything else (or anything malformed) is left to the general loop below. */
+    if (rec && shape->f_seq == 1 && shape->f_ts == 2 && shape->f_body == 4) {
+        reader q = r;
+        uint64_t seq, ts, blen;
+        if (q.p < q.end && *q.p++ == (1 << 3 | WT_VARINT) && get_varint(&q, &seq) == 0 &&
+            q.p < q.end && *q.p++ == (2 << 3 | WT_VARINT) && get_varint(&q, &ts) == 0 &&
+            q.p < q.end && *q.p++ == (4 << 3 | WT_LEN) && get_varint(&q, &blen) == 0 &&
+            blen == (uint64_t)(q.end - q.p)) {
+            rec->seq_num = seq;
+            rec->timestamp = ts;
+            rec->body = q.p;
+            rec->body_len = (size_t)blen;
+            if (has_ts) *has_ts = true;
+            *nhdrs = 0;
+            return 0;
+        }
+    }
     while ((rc = next_field(&r, &f)) > 0) {
         if (shape->f_seq && f.field == shape->f_seq) {
             EXPECT(WT_VARINT);
@@ -355,15 +385,22 @@ static int decode_record(const uint8_t *p, size_t len, const record_shape *shape
  * record once, into the records array, and its headers into an array grown as they come
  * (most records have none). Headers are stored in record order, so each record's pointer
  * into that array is set at the end, once it no longer moves. */
+/* The message's other top-level fields, met in the counting pass: 0, or -1 (malformed). */
+typedef int (*other_field_fn)(const field *f, void *ctx);
+
 static int decode_records(const uint8_t *p, size_t len, unsigned f_records,
-                          const record_shape *shape, s2_sequenced_record **recs_out,
-                          bool **has_ts_out, size_t *nrec_out, s2_header **hdrs_out) {
+                          const record_shape *shape, other_field_fn other, void *ctx,
+                          s2_sequenced_record **recs_out, bool **has_ts_out, size_t *nrec_out,
+                          s2_header **hdrs_out) {
     reader r = {p, p + len};
     field f;
     int rc;
     size_t nrec = 0;
     while ((rc = next_field(&r, &f)) > 0) {
-        if (f.field != f_records) continue;
+        if (f.field != f_records) {
+            if (other(&f, ctx) != 0) return -1;
+            continue;
+        }
         if (f.wt != WT_LEN) return -1;
         nrec++;
     }
@@ -422,21 +459,22 @@ fail:
     return rc;
 }
 
+static int read_batch_field(const field *f, void *ctx) {
+    s2_read_batch *out = ctx;
+    if (f->field != 2) return 0;
+    if (f->wt != WT_LEN || decode_position(f->data, f->len, &out->tail) != 0) return -1;
+    out->has_tail = true;
+    return 0;
+}
+
 int s2_read_batch_decode(const uint8_t *p, size_t len, s2_read_batch *out, s2_error *err) {
     memset(out, 0, sizeof *out);
-    int rc = decode_records(p, len, 1, &sequenced_record_shape, &out->records, NULL,
-                            &out->num_records, &out->owned_headers);
+    int rc = decode_records(p, len, 1, &sequenced_record_shape, read_batch_field, out,
+                            &out->records, NULL, &out->num_records, &out->owned_headers);
     if (rc == -2) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory decoding a ReadBatch");
-    if (rc != 0) return bad(err, "ReadBatch");
-    reader r = {p, p + len};
-    field f;
-    while (next_field(&r, &f) > 0) {
-        if (f.field != 2) continue;
-        if (f.wt != WT_LEN || decode_position(f.data, f.len, &out->tail) != 0) {
-            s2_read_batch_free(out);
-            return bad(err, "ReadBatch");
-        }
-        out->has_tail = true;
+    if (rc != 0) {
+        memset(out, 0, sizeof *out);
+        return bad(err, "ReadBatch");
     }
     return 0;
 }
@@ -447,13 +485,29 @@ void s2_read_batch_free(s2_read_batch *b) {
     memset(b, 0, sizeof *b);
 }
 
+static int append_input_field(const field *f, void *ctx) {
+    s2_append_input *out = ctx;
+    if (f->field == 2) {
+        if (f->wt != WT_VARINT) return -1;
+        out->has_match_seq_num = true;
+        out->match_seq_num = f->u;
+    } else if (f->field == 3) {
+        if (f->wt != WT_LEN) return -1;
+        out->fencing_token = (const char *)f->data;
+        out->fencing_token_len = f->len;
+    }
+    return 0;
+}
+
 int s2_append_input_decode(const uint8_t *p, size_t len, s2_append_input *out, s2_error *err) {
     memset(out, 0, sizeof *out);
     s2_sequenced_record *recs;
     bool *has_ts;
     size_t n;
     s2_header *hdrs;
-    int rc = decode_records(p, len, 1, &append_record_shape, &recs, &has_ts, &n, &hdrs);
+    int rc = decode_records(p, len, 1, &append_record_shape, append_input_field, out, &recs,
+                            &has_ts, &n, &hdrs);
+    if (rc != 0) memset(out, 0, sizeof *out);
     if (rc == -2) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory decoding an AppendInput");
     if (rc != 0) return bad(err, "AppendInput");
     s2_record *records = n ? calloc(n, sizeof *records) : NULL;
@@ -476,23 +530,7 @@ int s2_append_input_decode(const uint8_t *p, size_t len, s2_append_input *out, s
     out->records = out->owned_records = records;
     out->num_records = n;
     out->owned_headers = hdrs;
-    reader r = {p, p + len};
-    field f;
-    while (next_field(&r, &f) > 0) {
-        if (f.field == 2) {
-            if (f.wt != WT_VARINT) goto malformed;
-            out->has_match_seq_num = true;
-            out->match_seq_num = f.u;
-        } else if (f.field == 3) {
-            if (f.wt != WT_LEN) goto malformed;
-            out->fencing_token = (const char *)f.data;
-            out->fencing_token_len = f.len;
-        }
-    }
     return 0;
-malformed:
-    s2_append_input_free(out);
-    return bad(err, "AppendInput");
 }
 
 void s2_append_input_free(s2_append_input *in) {

@@ -185,6 +185,44 @@ describe("ReadBatch", function()
     assert.are.equal(5, b.tail.seq_num)
   end)
 
+  -- The decoder's fast path takes seq_num, timestamp, body in field order and nothing else;
+  -- every other layout must decode the same through the general loop.
+  local function rec_bytes(fields) -- fields: hex of a SequencedRecord -> a ReadBatch of it
+    local r = unhex(fields)
+    return "\10" .. string.char(#r) .. r
+  end
+
+  it("decodes records in any field order, with unknown fields, and with fields left out", function()
+    local cases = {
+      -- seq 5, ts 7, body "ab": the usual order
+      { "0805 1007 22026162", { seq_num = 5, timestamp = 7, headers = {}, body = "ab" } },
+      -- body first, then ts, then seq
+      { "22026162 1007 0805", { seq_num = 5, timestamp = 7, headers = {}, body = "ab" } },
+      -- an unknown varint field (9) after the body
+      { "0805 1007 22026162 4801", { seq_num = 5, timestamp = 7, headers = {}, body = "ab" } },
+      -- seq_num 0 and timestamp 0 left out (proto3 defaults)
+      { "22026162", { seq_num = 0, timestamp = 0, headers = {}, body = "ab" } },
+      -- a header between timestamp and body
+      { "0805 1007 1a06 0a016b 120176 22026162",
+        { seq_num = 5, timestamp = 7, headers = { { "k", "v" } }, body = "ab" } },
+      -- two-byte varints for seq_num and timestamp, body twice (the last wins)
+      { "08ac02 10ac02 220178 22026162", { seq_num = 300, timestamp = 300, headers = {}, body = "ab" } },
+    }
+    for i, c in ipairs(cases) do
+      local b, err = core.decode_read_batch(rec_bytes(c[1]))
+      assert(b, "case " .. i .. ": " .. tostring(err))
+      assert.are.same({ c[2] }, b.records, "case " .. i)
+    end
+  end)
+
+  it("rejects a body length past the record, and a mistyped seq_num", function()
+    for _, bad in ipairs { "0805 1007 22036162", "0a0105 1007 22026162", "0805 1007 2202" } do
+      local b, err = core.decode_read_batch(rec_bytes(bad))
+      assert.is_nil(b, bad)
+      assert.are.equal("protocol_error", err.code)
+    end
+  end)
+
   it("rejects a record cut short", function()
     local wire = core.encode_read_batch { records = { { seq_num = 1, body = "hello" } } }
     local b, err = core.decode_read_batch(wire:sub(1, -2))

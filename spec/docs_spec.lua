@@ -136,7 +136,7 @@ describe("docs/api.md", function()
       "stream:producer(", "stream:read_session(",
       "session:submit(", "session:close(", "session:stats(",
       "producer:submit(", "producer:flush(", "producer:close(", "producer:stats(",
-      "reader:next(", "reader:next_batch(", "reader:records(", "reader:is_caught_up(", "reader:wait_caught_up(",
+      "reader:next(", "reader:next_batch(", "reader:next_columns(", "reader:records(", "reader:is_caught_up(", "reader:wait_caught_up(",
       "reader:last_tail(",
       "reader:status(", "reader:close(",
       "ticket:ack(", "ticket:ready(", "ticket:result(",

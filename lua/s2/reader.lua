@@ -44,7 +44,7 @@ end
 
 -- Waits (the scheduler's way, see s2.await) until take(max) gives something other than
 -- false, up to timeout seconds; in a plain script blocks in C through blocking(left).
-local function wait_take(self, max, timeout, blocking)
+local function wait_take(self, max, timeout, blocking, columns)
   local h = self._core
   local deadline = timeout and now() + timeout
   while true do
@@ -59,7 +59,7 @@ local function wait_take(self, max, timeout, blocking)
       if err.code == "timeout" then return nil, timeout_error(timeout) end
       return nil, err
     end
-    local got, rerr = h:take(max)
+    local got, rerr = h:take(max, columns)
     -- false here: only command records were there (ignore_command_records): wait on.
     if got ~= false then return got, rerr end
     if deadline and now() >= deadline then return nil, timeout_error(timeout) end
@@ -83,10 +83,10 @@ function Reader:next(timeout)
   return wait_take(self, nil, timeout, block_next)
 end
 
-local function check_max(max)
+local function check_max(fn, max)
   if max == nil then return 1000 end
   if type(max) ~= "number" or max < 1 or max ~= math.floor(max) or max > 1e15 then
-    error("reader:next_batch: max must be an integer >= 1, got " .. tostring(max), 3)
+    error(fn .. ": max must be an integer >= 1, got " .. tostring(max), 3)
   end
   return max
 end
@@ -99,7 +99,7 @@ end
 -- list (1..max records) | nil (a limit was reached) | nil, err
 function Reader:next_batch(max, timeout)
   if self.closed then error("reader:next_batch: the read session is closed", 2) end
-  max = check_max(max)
+  max = check_max("reader:next_batch", max)
   if timeout ~= nil then timeout = await.check_timeout("reader:next_batch", timeout) end
   self._consumer = current()
   local list, err = self._core:take(max)
@@ -108,6 +108,25 @@ function Reader:next_batch(max, timeout)
     return list, err
   end
   return wait_take(self, max, timeout, function(h, left) return h:next_batch(max, left) end)
+end
+
+--- next_batch's records as columns: { n = count, seq_nums = {...}, timestamps = {...},
+-- bodies = {...}, headers = {...} }, record i being seq_nums[i], timestamps[i], bodies[i]
+-- and headers[i] (nil when it has none). No table per record: the cheapest way to drain
+-- small records.
+-- columns | nil (a limit was reached) | nil, err
+function Reader:next_columns(max, timeout)
+  if self.closed then error("reader:next_columns: the read session is closed", 2) end
+  max = check_max("reader:next_columns", max)
+  if timeout ~= nil then timeout = await.check_timeout("reader:next_columns", timeout) end
+  self._consumer = current()
+  local cols, err = self._core:take(max, true)
+  if cols ~= false then
+    deliver()
+    return cols, err
+  end
+  return wait_take(self, max, timeout, function(h, left) return h:next_columns(max, left) end,
+    true)
 end
 
 --- Iterator over the records, until a limit is reached or the session is closed.
