@@ -295,13 +295,15 @@ static int l_client_request(lua_State *L) {
     return start_call(L, c, &req, S2L_CALL_REQUEST, 0);
 }
 
-/* client:stats() -> { connections_opened, connections_open } (sessions' transport) */
+/* client:stats() -> { connections_opened, connections_open, loop_turns, op_runs } */
 static int l_client_stats(lua_State *L) {
     s2l_client *c = s2l_check_client(L);
     s2_runtime_stats st = {0};
     s2_runtime_get_stats(c->rt, &st);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 4);
     s2l_set_int(L, "connections_opened", st.connections_opened);
+    s2l_set_int(L, "loop_turns", st.loop_turns);
+    s2l_set_int(L, "op_runs", st.op_runs);
     s2l_set_int(L, "connections_open", st.connections_open);
     return 1;
 }

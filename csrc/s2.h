@@ -454,6 +454,9 @@ void s2_runtime_release(s2_runtime *rt, const char *why);
 typedef struct s2_runtime_stats {
     uint64_t connections_opened; /* HTTP/2 connections opened so far */
     uint64_t connections_open;   /* open now */
+    uint64_t loop_turns;         /* turns of the I/O loop (each after a wake-up) */
+    uint64_t op_runs;            /* operations run in those turns: one per session a turn
+                                  * concerned, or all of them after a wake of all */
 } s2_runtime_stats;
 
 void s2_runtime_get_stats(s2_runtime *rt, s2_runtime_stats *out);

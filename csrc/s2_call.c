@@ -166,7 +166,7 @@ s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
     else d->queued_head = c;
     d->queued_tail = c;
     s2_runtime_unlock(rt);
-    s2_runtime_wake(rt);
+    s2_runtime_wake_op(rt, &d->op);
     return c;
 }
 
@@ -320,6 +320,7 @@ static void collect_done(s2_calls *d) {
 
 static void on_sock_events(s2_io_watch *w, uint32_t events) {
     curl_sock *s = (curl_sock *)w;
+    s2_runtime_wake_op(s->d->rt, &s->d->op); /* the driver runs next turn (and buries s) */
     if (s->dead) return;
     int mask = 0;
     if (events & EPOLLIN) mask |= CURL_CSELECT_IN;

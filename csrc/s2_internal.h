@@ -129,9 +129,12 @@ typedef struct s2_stream_request {
  * stream functions are called only for an op with a stream (op->conn set). */
 typedef struct s2_op_ops {
     const char *kind; /* "append", "append-http1", "read", "read-sse": for debugging */
-    /* Every turn of the loop: take queued work, open a stream when one is needed. */
+    /* In a turn of the loop after something happened to the op: its own wake
+     * (s2_runtime_wake_op), an event of its stream or connection, its deadline, a wake of
+     * all (s2_runtime_wake). Takes queued work, opens a stream when one is needed. */
     void (*service)(s2_op *op);
-    /* The earliest time the op needs the loop to wake (0: none). */
+    /* The earliest time the op needs the loop to wake (0: none). Asked after each turn the
+     * op ran in; a deadline that moved later makes an early, harmless check_timers. */
     double (*next_deadline)(s2_op *op);
     /* Fires expired deadlines and backoff timers. */
     void (*check_timers)(s2_op *op, double now);
@@ -174,6 +177,15 @@ struct s2_op {
     int http_status;
     uint64_t retry_after_ms; /* retry-after-ms header of a non-200 answer */
     size_t unconsumed;       /* window_on_drain: DATA bytes not given back yet */
+    /* The loop's bookkeeping (s2_runtime.c). listed, ready, ready_next: under the
+     * runtime's ready_mu; in the runtime's list (a wake of an op no longer there is
+     * ignored), queued for the next turn. heap_at, armed: I/O, its place in the deadline
+     * heap (heap_at 0: not there) and the deadline it is filed under. */
+    bool listed;
+    bool ready;
+    s2_op *ready_next;
+    size_t heap_at;
+    double armed;
 };
 
 /* ---- append sessions (s2_session.c) ------------------------------------------------------ */
@@ -358,7 +370,11 @@ void s2_runtime_broadcast(s2_runtime *rt); /* with mu held */
 /* Waits on cond with mu held, until `deadline` (monotonic seconds; < 0 forever). Returns
  * false on timeout. */
 bool s2_runtime_wait(s2_runtime *rt, double deadline);
-void s2_runtime_wake(s2_runtime *rt); /* nudge the I/O thread */
+/* Nudges the I/O thread. s2_runtime_wake_op: for work of that operation (it runs in the
+ * next turn); s2_runtime_wake: every operation runs in the next turn. Either with or
+ * without mu held. */
+void s2_runtime_wake_op(s2_runtime *rt, s2_op *op);
+void s2_runtime_wake(s2_runtime *rt);
 bool s2_runtime_stopping(s2_runtime *rt); /* with mu held */
 bool s2_runtime_http1(s2_runtime *rt);     /* with mu held: the server spoke no HTTP/2 */
 /* Adds the operation to the runtime's list (starting the thread if needed): from now on

@@ -280,7 +280,7 @@ int s2_producer_submit(s2_producer *p, const s2_record *r, double timeout, s2_ti
         wake = true;
     }
     s2_runtime_unlock(p->rt);
-    if (wake) s2_runtime_wake(p->rt);
+    if (wake) s2_runtime_wake_op(p->rt, &p->s->op);
     return 0;
 }
 
@@ -294,7 +294,7 @@ static s2_ticket *seal_for_flush(s2_producer *p, bool *failed, s2_error *err) {
     *failed = p->s->state == S2_SESSION_FAILED;
     if (*failed) *err = p->s->failure;
     s2_runtime_unlock(p->rt);
-    s2_runtime_wake(p->rt);
+    s2_runtime_wake_op(p->rt, &p->s->op);
     return t;
 }
 

@@ -637,7 +637,7 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
         }
         if (wake) { /* let the I/O thread open the window before we sleep */
             s2_runtime_unlock(s->op.rt);
-            s2_runtime_wake(s->op.rt);
+            s2_runtime_wake_op(s->op.rt, &s->op);
             wake = false;
             s2_runtime_lock(s->op.rt);
             continue;
@@ -653,7 +653,7 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
         }
     }
     s2_runtime_unlock(s->op.rt);
-    if (wake) s2_runtime_wake(s->op.rt);
+    if (wake) s2_runtime_wake_op(s->op.rt, &s->op);
     while (drained) {
         s2_rbatch *next = drained->next;
         rbatch_free(drained);
@@ -729,7 +729,7 @@ void s2_read_session_close(s2_read_session *s) {
     s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
-    s2_runtime_wake(s->op.rt);
+    s2_runtime_wake_op(s->op.rt, &s->op);
 }
 
 bool s2_read_session_owned(const s2_read_session *s) {

@@ -83,7 +83,6 @@ struct s2_conn {
     char last_error[160];    /* why the previous address failed */
     nghttp2_session *h2;
     unsigned streams; /* open request streams */
-    bool owes;        /* I/O thread: a request stream of an op is open on it (mark_owing) */
     bool goaway;
     uint32_t events; /* current epoll interest */
     s2_buf out;      /* bytes nghttp2 produced that the socket did not take yet */
@@ -115,6 +114,13 @@ struct s2_runtime {
     bool orphaned; /* the client was collected: the thread drains, stops and frees it all */
     double orphan_deadline;
     s2_op *ops; /* the operations, newest first */
+    /* Which operations the next turn runs: those queued on `ready` (under ready_mu, a leaf
+     * lock: taken with or without mu, nothing taken under it), or all of them when
+     * all_ready is set. So a wake for one session costs that session, not a walk of
+     * thousands. */
+    pthread_mutex_t ready_mu;
+    s2_op *ready;
+    atomic_bool all_ready;
     s2_runtime_stats stats;
     bool http1; /* a TLS handshake chose no h2: new sessions use the HTTP/1.1 fallback */
     uint64_t progress; /* bumped on every broadcast: capacity freed, tickets resolved, ... */
@@ -134,6 +140,10 @@ struct s2_runtime {
     s2_events *events;   /* the event queue; its own lock (s2_events.c) */
 
     /* I/O */
+    s2_op **turn; /* the operations of the current turn */
+    size_t turn_len, turn_cap;
+    s2_op **heap; /* the operations with a deadline, a binary min-heap on armed; 1-based */
+    size_t heap_len, heap_cap;
     s2_conn *conns;
     SSL_CTX *ssl_ctx;
     uint64_t rng;
@@ -242,10 +252,30 @@ bool s2_runtime_wait(s2_runtime *rt, double deadline) {
     return s2_now() < deadline;
 }
 
-void s2_runtime_wake(s2_runtime *rt) {
+static void nudge(s2_runtime *rt) {
     uint64_t one = 1;
     ssize_t n = write(rt->wakefd, &one, sizeof one);
     (void)n; /* EAGAIN: the counter is saturated, the thread is awake anyway */
+}
+
+static void queue_op(s2_runtime *rt, s2_op *op) {
+    pthread_mutex_lock(&rt->ready_mu);
+    if (op->listed && !op->ready) {
+        op->ready = true;
+        op->ready_next = rt->ready;
+        rt->ready = op;
+    }
+    pthread_mutex_unlock(&rt->ready_mu);
+}
+
+void s2_runtime_wake_op(s2_runtime *rt, s2_op *op) {
+    queue_op(rt, op);
+    if (!pthread_equal(pthread_self(), rt->thread)) nudge(rt);
+}
+
+void s2_runtime_wake(s2_runtime *rt) {
+    atomic_store(&rt->all_ready, true);
+    nudge(rt);
 }
 
 bool s2_runtime_stopping(s2_runtime *rt) { return rt->stopping; }
@@ -278,6 +308,8 @@ s2_runtime *s2_runtime_new(const s2_config *cfg, s2_error *err) {
     pthread_cond_init(&rt->cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&rt->mu, NULL);
+    pthread_mutex_init(&rt->ready_mu, NULL);
+    atomic_init(&rt->all_ready, false);
     rt->epfd = epoll_create1(EPOLL_CLOEXEC);
     rt->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (rt->epfd < 0 || rt->wakefd < 0) {
@@ -347,6 +379,9 @@ int s2_runtime_start_op_locked(s2_runtime *rt, s2_op *op, s2_error *err) {
     if (s2_runtime_start_locked(rt, err) != 0) return -1;
     op->next = rt->ops;
     rt->ops = op;
+    pthread_mutex_lock(&rt->ready_mu);
+    op->listed = true;
+    pthread_mutex_unlock(&rt->ready_mu);
     return 0;
 }
 
@@ -354,7 +389,7 @@ int s2_runtime_start_op(s2_runtime *rt, s2_op *op, s2_error *err) {
     s2_runtime_lock(rt);
     int rc = s2_runtime_start_op_locked(rt, op, err);
     s2_runtime_unlock(rt);
-    if (rc == 0) s2_runtime_wake(rt);
+    if (rc == 0) s2_runtime_wake_op(rt, op);
     return rc;
 }
 
@@ -432,7 +467,10 @@ void s2_runtime_unref(s2_runtime *rt) {
     s2_notices_free(rt->notices);
     s2_events_free(rt->events);
     pthread_mutex_destroy(&rt->mu);
+    pthread_mutex_destroy(&rt->ready_mu);
     pthread_cond_destroy(&rt->cond);
+    free(rt->turn);
+    free(rt->heap);
     free(rt->access_token);
     free(rt->ca_file);
     free(rt);
@@ -596,6 +634,8 @@ static void drain_at_exit(void) {
 
 static void conn_drop_socket(s2_conn *c);
 static void conn_try_next(s2_conn *c);
+static void touch(s2_op *op);
+static void touch_all(s2_runtime *rt);
 
 static void conn_set_events(s2_conn *c, uint32_t events) {
     if (c->fd < 0 || c->events == events) return;
@@ -617,6 +657,7 @@ static void conn_fail(s2_conn *c, const s2_error *err) {
     s2_runtime_unlock(c->rt);
     for (s2_op *op = list; op; op = op->next)
         if (op->conn == c && op->ops->on_conn_lost) op->ops->on_conn_lost(op, err);
+    touch_all(c->rt); /* its sessions retry, and others may have waited for it */
 }
 
 static void conn_free(s2_conn *c) {
@@ -745,6 +786,7 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     s2_op *op = stream_op(h2, frame->hd.stream_id);
     if (!op) return 0;
+    touch(op);
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < valuelen && i < 3; i++) status = status * 10 + (value[i] - '0');
@@ -771,6 +813,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     nghttp2_session_consume_connection(h2, len);
     if (!op) return 0;
     if (!op->ops->window_on_drain) nghttp2_session_consume_stream(h2, stream_id, len);
+    touch(op);
     op->ops->on_data(op, data, len);
     return 0;
 }
@@ -783,6 +826,7 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
     nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
     if (c->streams) c->streams--;
     op->stream_id = 0; /* the stream is gone; the op must not reset it again */
+    touch(op);
     op->ops->on_stream_close(op, error_code);
     return 0;
 }
@@ -793,7 +837,9 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *
     if (frame->hd.type == NGHTTP2_GOAWAY) { /* no new streams here */
         c->goaway = true;
         if (!c->retired) c->retired = "goaway";
+        touch_all(c->rt);
     }
+    if (frame->hd.type == NGHTTP2_SETTINGS) touch_all(c->rt); /* the stream limit may move */
     if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK))
         c->ping_sent_at = 0;
     return 0;
@@ -805,6 +851,7 @@ static ssize_t read_body(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, s
     (void)stream_id;
     (void)ud;
     s2_op *op = src->ptr;
+    touch(op); /* what it wrote may set a deadline (acks are awaited from now on) */
     return op->ops->read_body(op, buf, len, flags);
 }
 
@@ -837,6 +884,7 @@ static int conn_start_h2(s2_conn *c, s2_error *err) {
     c->connect_deadline = 0;
     c->last_recv = c->last_write = s2_now();
     c->was_ready = true;
+    touch_all(c->rt); /* the sessions waiting for it open their streams */
     s2_event_connection(c->rt->events, S2_EVENT_CONNECTION_OPENED, c->authority, "2", NULL, NULL);
     return 0;
 nomem:
@@ -1307,18 +1355,172 @@ static s2_op *op_list(s2_runtime *rt) {
     return op;
 }
 
-/* Drops finished operations from the list (and frees those nobody holds any more). */
-static void reap_ops(s2_runtime *rt) {
+/* ---- the deadline heap: operations by their next deadline ------------------------------------- */
+
+static bool heap_less(s2_runtime *rt, size_t a, size_t b) {
+    return rt->heap[a]->armed < rt->heap[b]->armed;
+}
+
+static void heap_swap(s2_runtime *rt, size_t a, size_t b) {
+    s2_op *t = rt->heap[a];
+    rt->heap[a] = rt->heap[b];
+    rt->heap[b] = t;
+    rt->heap[a]->heap_at = a;
+    rt->heap[b]->heap_at = b;
+}
+
+static void heap_fix(s2_runtime *rt, size_t i) {
+    while (i > 1 && heap_less(rt, i, i / 2)) {
+        heap_swap(rt, i, i / 2);
+        i /= 2;
+    }
+    for (;;) {
+        size_t l = 2 * i, r = l + 1, m = i;
+        if (l <= rt->heap_len && heap_less(rt, l, m)) m = l;
+        if (r <= rt->heap_len && heap_less(rt, r, m)) m = r;
+        if (m == i) return;
+        heap_swap(rt, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(s2_runtime *rt, s2_op *op) {
+    size_t i = op->heap_at;
+    if (!i) return;
+    op->heap_at = 0;
+    op->armed = 0;
+    s2_op *last = rt->heap[rt->heap_len--];
+    if (last == op) return;
+    rt->heap[i] = last;
+    last->heap_at = i;
+    heap_fix(rt, i);
+}
+
+/* Files the op under its current next deadline. Returns -1 out of memory (the op is then
+ * not filed: the caller runs every op in the next turn instead). */
+static int arm(s2_runtime *rt, s2_op *op) {
+    double d = op->ops->next_deadline ? op->ops->next_deadline(op) : 0;
+    if (!d) {
+        heap_remove(rt, op);
+        return 0;
+    }
+    if (op->heap_at) {
+        if (d != op->armed) {
+            op->armed = d;
+            heap_fix(rt, op->heap_at);
+        }
+        return 0;
+    }
+    if (rt->heap_len + 1 >= rt->heap_cap) {
+        size_t cap = rt->heap_cap ? rt->heap_cap * 2 : 64;
+        s2_op **grown = realloc(rt->heap, cap * sizeof *grown);
+        if (!grown) return -1;
+        rt->heap = grown;
+        rt->heap_cap = cap;
+    }
+    op->armed = d;
+    op->heap_at = ++rt->heap_len;
+    rt->heap[op->heap_at] = op;
+    heap_fix(rt, op->heap_at);
+    return 0;
+}
+
+/* ---- turns: which operations run ------------------------------------------------------------- */
+
+/* An I/O-thread event concerned the op (its stream, its connection): it runs next turn. */
+static void touch(s2_op *op) { queue_op(op->rt, op); }
+
+/* Something that may concern any op (a connection became ready or died, a stream slot
+ * freed up): all of them run next turn. */
+static void touch_all(s2_runtime *rt) { atomic_store(&rt->all_ready, true); }
+
+static bool turn_push(s2_runtime *rt, s2_op *op) {
+    if (rt->turn_len == rt->turn_cap) {
+        size_t cap = rt->turn_cap ? rt->turn_cap * 2 : 64;
+        s2_op **grown = realloc(rt->turn, cap * sizeof *grown);
+        if (!grown) return false;
+        rt->turn = grown;
+        rt->turn_cap = cap;
+    }
+    rt->turn[rt->turn_len++] = op;
+    return true;
+}
+
+/* The operations this turn runs, into rt->turn: the queued ones, or every one. Their
+ * `ready` is cleared first, so a wake while they run queues them for the turn after. */
+static void take_turn(s2_runtime *rt) {
+    rt->turn_len = 0;
+    bool all = atomic_exchange(&rt->all_ready, false);
+    /* Copied out under the lock: once unqueued, an op's ready_next is another thread's to
+     * write (a wake queues it again). */
+    pthread_mutex_lock(&rt->ready_mu);
+    for (s2_op *op = rt->ready; op; op = op->ready_next) {
+        op->ready = false;
+        if (!all && !turn_push(rt, op)) all = true;
+    }
+    rt->ready = NULL;
+    pthread_mutex_unlock(&rt->ready_mu);
+    if (all) {
+        rt->turn_len = 0;
+        for (s2_op *op = op_list(rt); op; op = op->next)
+            if (!turn_push(rt, op)) { /* out of memory: the rest run next turn */
+                touch_all(rt);
+                break;
+            }
+    }
+}
+
+static bool has_ready(s2_runtime *rt) {
+    if (atomic_load(&rt->all_ready)) return true;
+    pthread_mutex_lock(&rt->ready_mu);
+    bool any = rt->ready != NULL;
+    pthread_mutex_unlock(&rt->ready_mu);
+    return any;
+}
+
+/* Drops a finished operation from the lists (and frees it when nobody holds it any more). */
+static void reap_op(s2_runtime *rt, s2_op *op) {
+    heap_remove(rt, op);
+    pthread_mutex_lock(&rt->ready_mu);
+    op->listed = false;
+    if (op->ready) {
+        for (s2_op **pp = &rt->ready; *pp; pp = &(*pp)->ready_next)
+            if (*pp == op) {
+                *pp = op->ready_next;
+                break;
+            }
+        op->ready = false;
+    }
+    pthread_mutex_unlock(&rt->ready_mu);
+    s2_runtime_lock(rt);
+    s2_op **pp = &rt->ops;
+    while (*pp && *pp != op) pp = &(*pp)->next;
+    if (*pp) *pp = op->next;
+    bool last = --op->refs == 0;
+    s2_runtime_unlock(rt);
+    if (last) op->ops->free(op);
+}
+
+/* After the turn's operations ran and the connections flushed: the finished ones go, the
+ * others are filed under their next deadline. */
+static void end_turn(s2_runtime *rt) {
+    s2_runtime_lock(rt);
+    rt->stats.loop_turns++;
+    rt->stats.op_runs += rt->turn_len;
+    s2_runtime_unlock(rt);
+    for (size_t i = 0; i < rt->turn_len; i++) {
+        s2_op *op = rt->turn[i];
+        if (op->ops->done(op)) reap_op(rt, op);
+        else if (arm(rt, op) != 0) touch_all(rt);
+    }
+    rt->turn_len = 0;
+}
+
+/* Every operation, at shutdown. */
+static void reap_all(s2_runtime *rt) {
     for (s2_op *op = op_list(rt), *next; op; op = next) {
         next = op->next;
-        if (!op->ops->done(op)) continue;
-        s2_runtime_lock(rt);
-        s2_op **pp = &rt->ops;
-        while (*pp && *pp != op) pp = &(*pp)->next;
-        if (*pp) *pp = op->next;
-        bool last = --op->refs == 0;
-        s2_runtime_unlock(rt);
-        if (last) op->ops->free(op);
+        if (op->ops->done(op)) reap_op(rt, op);
     }
 }
 
@@ -1340,25 +1542,6 @@ static void reap_conns(s2_runtime *rt) {
 static double ping_timeout(s2_runtime *rt) {
     double t = rt->cfg.request_timeout;
     return t > PING_TIMEOUT_MIN ? t : PING_TIMEOUT_MIN;
-}
-
-/* Sets each connection's `owes`: true when a request stream is open on it (an append
- * session waiting for acks or a read session waiting for records; heartbeats come every few
- * seconds). One pass over the operations for all connections, not one per connection: with
- * thousands of sessions the loop runs this on every wake. op->conn is only compared, never
- * followed (an op may still name a connection that is gone). */
-static void mark_owing(s2_runtime *rt) {
-    for (s2_conn *c = rt->conns; c; c = c->next) c->owes = false;
-    const s2_conn *last = NULL; /* sessions opened together share a connection: skip repeats */
-    for (s2_op *op = op_list(rt); op; op = op->next) {
-        if (!op->stream_id || !op->conn || op->conn == last) continue;
-        for (s2_conn *c = rt->conns; c; c = c->next)
-            if (c == op->conn) {
-                c->owes = true;
-                last = c;
-                break;
-            }
-    }
 }
 
 /* When the connection's next keep-alive event is due: the PING's deadline, the stall
@@ -1413,7 +1596,7 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
     } else if (c->out_off < c->out.len && now - c->last_write >= limit) {
         if (!c->retired) c->retired = "write_stall";
         conn_timed_out(c, "the server took no bytes", limit);
-    } else if (!c->ping_sent_at && now >= conn_next_check(rt, c, c->owes)) {
+    } else if (!c->ping_sent_at && now >= conn_next_check(rt, c, c->streams > 0)) {
         if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
             c->ping_sent_at = now;
             conn_flush(c);
@@ -1421,36 +1604,38 @@ static void conn_check(s2_runtime *rt, s2_conn *c, double now) {
     }
 }
 
+/* Fires what is due: the notices' timers, the connections' keep-alive checks, and the
+ * operations whose deadline passed (each then runs in the next turn and is filed again). */
 static void run_timers(s2_runtime *rt, double now) {
     s2_runtime_lock(rt);
     s2_notices_tick_locked(rt->notices, now);
     s2_runtime_unlock(rt);
-    mark_owing(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) conn_check(rt, c, now);
-    for (s2_op *op = op_list(rt); op; op = op->next)
+    while (rt->heap_len && rt->heap[1]->armed <= now) {
+        s2_op *op = rt->heap[1];
+        heap_remove(rt, op);
         if (op->ops->check_timers) op->ops->check_timers(op, now);
+        touch(op);
+    }
 }
 
 /* Seconds until the earliest deadline of a connection, an operation, the notice socket or
- * an orphan's drain; -1 (sleep until an event) when nothing is due. There is no periodic
- * wake: an idle client (sessions open, nothing in flight) costs no CPU but for its
- * connections' keep-alive PINGs and what the server sends (read sessions' heartbeats).
- * Whatever makes work for the thread from outside wakes it (s2_runtime_wake). */
+ * an orphan's drain; 0 when operations are queued; -1 (sleep until an event) when nothing
+ * is due. There is no periodic wake: an idle client (sessions open, nothing in flight)
+ * costs no CPU but for its connections' keep-alive PINGs and what the server sends (read
+ * sessions' heartbeats, each of which runs its own session only). Whatever makes work for
+ * the thread from outside wakes it (s2_runtime_wake_op, s2_runtime_wake). */
 static double next_wait(s2_runtime *rt, double now) {
-    double next = 0;
+    if (has_ready(rt)) return 0;
+    double next = rt->heap_len ? rt->heap[1]->armed : 0;
     s2_runtime_lock(rt);
     double more[2] = {s2_notices_next_deadline_locked(rt->notices),
                       rt->orphaned && !rt->stopping ? rt->orphan_deadline : 0};
     s2_runtime_unlock(rt);
     for (int i = 0; i < 2; i++)
         if (more[i] && (!next || more[i] < next)) next = more[i];
-    mark_owing(rt);
     for (s2_conn *c = rt->conns; c; c = c->next) {
-        double d = conn_next_check(rt, c, c->state == CONN_READY && c->owes);
-        if (d && (!next || d < next)) next = d;
-    }
-    for (s2_op *op = op_list(rt); op; op = op->next) {
-        double d = op->ops->next_deadline ? op->ops->next_deadline(op) : 0;
+        double d = conn_next_check(rt, c, c->state == CONN_READY && c->streams > 0);
         if (d && (!next || d < next)) next = d;
     }
     if (!next) return -1;
@@ -1482,10 +1667,11 @@ static void *io_main(void *arg) {
         s2_runtime_unlock(rt);
         if (stopping) break;
 
-        for (s2_op *op = op_list(rt); op; op = op->next)
-            if (op->ops->service) op->ops->service(op);
+        take_turn(rt);
+        for (size_t i = 0; i < rt->turn_len; i++)
+            if (rt->turn[i]->ops->service) rt->turn[i]->ops->service(rt->turn[i]);
         for (s2_conn *c = rt->conns; c; c = c->next) conn_flush(c);
-        reap_ops(rt);
+        end_turn(rt);
         reap_conns(rt);
 
         int n = wait_events(rt, events, 64, next_wait(rt, s2_now()));
@@ -1532,7 +1718,7 @@ static void *io_main(void *arg) {
     s2_runtime_broadcast(rt); /* progress notices go out before the socket closes */
     s2_notices_stop_locked(rt->notices);
     s2_runtime_unlock(rt);
-    reap_ops(rt);
+    reap_all(rt);
     free_orphan(rt);
     return NULL;
 }

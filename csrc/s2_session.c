@@ -263,6 +263,7 @@ static void *http1_worker(void *arg) {
     }
     s->worker_done = true;
     s2_runtime_broadcast(rt);
+    s2_runtime_wake_op(rt, &s->op); /* done: the I/O thread drops it (under mu: s lives) */
     s2_runtime_unlock(rt);
     s2_http_free(http);
     s2_frame_decoder_free(&dec);
@@ -444,7 +445,7 @@ int s2_append_session_submit(s2_append_session *s, const s2_append_input *in, do
     *ticket = b->ticket;
     if (s->http1) s2_runtime_broadcast(s->op.rt); /* the worker waits on cond */
     s2_runtime_unlock(s->op.rt);
-    s2_runtime_wake(s->op.rt);
+    s2_runtime_wake_op(s->op.rt, &s->op);
     return 0;
 refused:
     s2_runtime_unlock(s->op.rt);
@@ -470,7 +471,7 @@ int s2_append_session_close(s2_append_session *s, double timeout, s2_error *err)
     if (s->state == S2_SESSION_OPEN) s->state = S2_SESSION_CLOSING;
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
-    s2_runtime_wake(s->op.rt);
+    s2_runtime_wake_op(s->op.rt, &s->op);
     s2_runtime_lock(s->op.rt);
     while (s->state == S2_SESSION_CLOSING) {
         if (!s2_runtime_wait(s->op.rt, deadline)) {

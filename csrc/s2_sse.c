@@ -328,6 +328,7 @@ out:
     s2_runtime_lock(rt);
     s->worker_done = true;
     s2_runtime_broadcast(rt);
+    s2_runtime_wake_op(rt, &s->op); /* done: the I/O thread drops it (under mu: s lives) */
     s2_runtime_unlock(rt);
     return NULL;
 }

@@ -161,7 +161,8 @@ function Client:basin(name)
   return basin_mod.new(self, name)
 end
 
---- Transport counters: connections_opened, connections_open (HTTP/2, for sessions).
+--- Transport counters: connections_opened, connections_open (HTTP/2, for sessions);
+-- loop_turns, op_runs (the I/O thread's turns and the operations run in them).
 function Client:stats()
   events.deliver()
   return self.core:stats()
