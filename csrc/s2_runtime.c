@@ -851,8 +851,13 @@ static ssize_t read_body(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, s
     (void)stream_id;
     (void)ud;
     s2_op *op = src->ptr;
-    touch(op); /* what it wrote may set a deadline (acks are awaited from now on) */
-    return op->ops->read_body(op, buf, len, flags);
+    ssize_t n = op->ops->read_body(op, buf, len, flags);
+    /* What it wrote (or its end of the body) may set a deadline: acks are awaited from now
+     * on. A deferral sets none, and must not queue the op: its service resumes the stream
+     * every turn it runs (a probe after a reconnect holds the rest back), so a touch here
+     * made the next turn run it again at once, and the thread spun until the ack came. */
+    if (n != NGHTTP2_ERR_DEFERRED) touch(op);
+    return n;
 }
 
 static int conn_start_h2(s2_conn *c, s2_error *err) {
