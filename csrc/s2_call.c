@@ -165,8 +165,8 @@ s2_call *s2_call_start(s2_runtime *rt, const s2_request *req, s2_error *err) {
     if (d->queued_tail) d->queued_tail->next = c;
     else d->queued_head = c;
     d->queued_tail = c;
+    s2_runtime_wake_op(rt, &d->op); /* under mu: the driver cannot be reaped meanwhile */
     s2_runtime_unlock(rt);
-    s2_runtime_wake_op(rt, &d->op);
     return c;
 }
 
