@@ -604,6 +604,8 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
             b->next = drained;
             drained = b;
             wake = true;
+            /* An SSE worker waits on cond for room in the queue (s2_sse.c wait_room). */
+            if (s->worker_started) s2_runtime_broadcast(s->op.rt);
             b = s->rq_head;
         }
         /* Take from b (and, if it held only ignored command records, the batches after it),
