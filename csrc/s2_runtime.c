@@ -575,13 +575,12 @@ void s2_runtime_release(s2_runtime *rt, const char *why) {
         rt->orphaned = true;
         rt->orphan_deadline = s2_now() + timeout;
         pthread_detach(rt->thread);
+        /* Under mu: once it is let go, the detached thread may find nothing to drain, stop
+         * and free rt (free_orphan) before a wake from here would reach it. */
+        s2_runtime_wake(rt);
     }
     s2_runtime_unlock(rt);
-    if (!running) {
-        s2_runtime_free(rt);
-        return;
-    }
-    s2_runtime_wake(rt);
+    if (!running) s2_runtime_free(rt);
 }
 
 /* I/O thread: an orphaned runtime stops once drained or past its drain deadline. */
