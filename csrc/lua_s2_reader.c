@@ -77,8 +77,13 @@ static int l_reader_next(lua_State *L) {
 
 /* Records are taken from the core CHUNK at most at a time, and one server batch at most at a
  * time: each call's are Lua tables before the next call (which frees the batch the previous
- * one drained). */
+ * one drained). A list also ends once its bodies reach LIST_BYTES: megabytes of fresh
+ * strings in one call (1000 records of 8 KiB) outgrow the cache and the collector's pace,
+ * where a quarter MiB per call is reused as it frees the lists before. The first take is
+ * FIRST_TAKE records; later ones are sized from the bodies seen so far. */
 #define CHUNK 256
+#define FIRST_TAKE 16
+#define LIST_BYTES (256u * 1024u)
 
 static lua_Integer check_max(lua_State *L, int idx, const char *fn) {
     if (lua_isnoneornil(L, idx)) return 1000;
@@ -153,7 +158,7 @@ static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double 
     s2_sequenced_record recs[CHUNK];
     s2_error err;
     size_t n;
-    size_t want = max < CHUNK ? (size_t)max : CHUNK;
+    size_t want = max < FIRST_TAKE ? (size_t)max : FIRST_TAKE;
     int rc = s2_read_session_next_batch(s, timeout, recs, want, &n, &err);
     if (rc == -2 && nowait) {
         lua_pushboolean(L, 0);
@@ -167,10 +172,16 @@ static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double 
     int base = lua_gettop(L) + 1;
     begin_shape(L, shape, n);
     lua_Integer i = 0;
+    size_t bytes = 0;
     for (;;) {
-        for (size_t j = 0; j < n; j++) add_record(L, shape, base, ++i, &recs[j]);
-        if (i >= max) break;
+        for (size_t j = 0; j < n; j++) {
+            add_record(L, shape, base, ++i, &recs[j]);
+            bytes += recs[j].body_len + 1; /* + 1: a list of empty bodies ends too, at max */
+        }
+        if (i >= max || bytes >= LIST_BYTES) break;
+        size_t room = (LIST_BYTES - bytes) / (bytes / (size_t)i) + 1;
         want = max - i < CHUNK ? (size_t)(max - i) : CHUNK;
+        if (room < want) want = room;
         /* More may be buffered: take it without waiting. A failure or the end found here
          * is sticky: the next call reports it. */
         if (s2_read_session_next_batch(s, 0, recs, want, &n, &err) != 1) break;

@@ -297,6 +297,9 @@ struct s2_read_session {
     s2_error failure;
     s2_rbatch *rq_head, *rq_tail; /* batches for the caller, in order */
     s2_rbatch *rq_taken;          /* the batch the caller's last record came from */
+    s2_buf spare; /* a drained batch's payload buffer, for the next frame (a fresh megabyte
+                   * per frame costs page faults); a heartbeat frame, which comes when the
+                   * stream is idle at its tail, takes it and frees it */
     size_t credit;                /* drained bytes of the current stream to give back */
     size_t rq_bytes;              /* decoded payload bytes queued for the caller */
     unsigned gen;                 /* current stream generation */

@@ -16,6 +16,7 @@
 #include "s2_internal.h"
 
 #define INACTIVITY_TIMEOUT 20.0 /* seconds without any frame, heartbeats included */
+#define SPARE_PAYLOAD_MAX (2u * 1024u * 1024u) /* the largest payload buffer kept (spare) */
 
 static void rbatch_free(s2_rbatch *b) {
     if (!b) return;
@@ -101,6 +102,7 @@ void s2_reader_op_free(s2_op *op) {
     s2_completion_free(&s->cu_other);
     s2_completion_free(&s->cu_self);
     s2_buf_free(&s->error_body);
+    s2_buf_free(&s->spare);
     s2_frame_decoder_free(&s->dec);
     free(s->basin);
     free(s->path);
@@ -490,7 +492,10 @@ int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err) {
 static int take_batch(s2_read_session *s, const s2_frame *f, s2_error *err) {
     s2_rbatch *b = calloc(1, sizeof *b);
     if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
-    s2_buf_init(&b->payload);
+    s2_runtime_lock(s->op.rt);
+    b->payload = s->spare; /* empty, or a drained batch's buffer (a heartbeat frees it) */
+    s2_buf_init(&s->spare);
+    s2_runtime_unlock(s->op.rt);
     if (s2_buf_append(&b->payload, f->payload, f->len) != 0) {
         rbatch_free(b);
         return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
@@ -604,6 +609,11 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
             b->next = drained;
             drained = b;
             wake = true;
+            if (!s->worker_started && !s->spare.data && b->payload.cap <= SPARE_PAYLOAD_MAX) {
+                s->spare = b->payload; /* the next frame's buffer (see spare) */
+                s->spare.len = 0;
+                s2_buf_init(&b->payload);
+            }
             /* An SSE worker waits on cond for room in the queue (s2_sse.c wait_room). */
             if (s->worker_started) s2_runtime_broadcast(s->op.rt);
             b = s->rq_head;
