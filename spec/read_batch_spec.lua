@@ -109,6 +109,34 @@ describe("reader:next_batch", function()
     assert.are.same({}, seen[2].headers)
   end)
 
+  it("ends a list at 256 KiB of bodies, taking the rest in later lists", function()
+    local stream = H.new_stream(basin, "bytes")
+    local n, size = 200, 8192
+    for b = 0, n / 100 - 1 do -- 100 records per append: under 1 MiB metered
+      local records = {}
+      for j = 1, 100 do records[j] = ("%05d"):format(b * 100 + j) .. ("b"):rep(size - 5) end
+      must(stream:append(records))
+    end
+    local reader <close> = must(stream:read_session { seq_num = 0, count = n })
+    all_received(reader)
+    local got, lists = 0, 0
+    while got < n do
+      local list = must(reader:next_batch(1000, 5))
+      lists = lists + 1
+      local bytes = 0
+      for _, rec in ipairs(list) do
+        assert.are.equal(("%05d"):format(got + 1), rec.body:sub(1, 5))
+        got = got + 1
+        bytes = bytes + #rec.body
+      end
+      -- 256 KiB of bodies, the record that crossed it included
+      assert.is_true(bytes < 256 * 1024 + size, bytes .. " bytes in one list")
+    end
+    assert.are.equal(n, got)
+    assert.is_true(lists >= math.ceil(n * size / (256 * 1024 + size)), lists .. " lists")
+    assert.is_nil(reader:next_batch(1000, 5))
+  end)
+
   it("times out with code timeout when no record comes", function()
     local stream = H.new_stream(basin, "timeout")
     must(stream:append { "only" })
