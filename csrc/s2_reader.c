@@ -302,9 +302,12 @@ static void reader_fail(s2_read_session *s, const s2_error *err) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
+    s2_buf spare = s->spare; /* no frame comes any more */
+    s2_buf_init(&s->spare);
     s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
+    s2_buf_free(&spare);
     s->retry_at = 0;
 }
 
@@ -576,13 +579,18 @@ static void read_on_stream_close(s2_op *op, uint32_t h2_error) {
         attempt_failed(s, &err);
         return;
     }
-    /* A clean end: a limit (count, bytes, until, wait) was reached. */
+    /* A clean end: a limit (count, bytes, until, wait) was reached. No frame comes any
+     * more: neither the decoder's buffer nor a spare has a use. */
     drop_stream(s);
+    s2_frame_decoder_free(&s->dec);
     s2_runtime_lock(s->op.rt);
     s->rstatus.ended = true;
+    s2_buf spare = s->spare;
+    s2_buf_init(&s->spare);
     s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
+    s2_buf_free(&spare);
 }
 
 /* ---- caller side ----------------------------------------------------------------------------- */
@@ -609,7 +617,9 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
             b->next = drained;
             drained = b;
             wake = true;
-            if (!s->worker_started && !s->spare.data && b->payload.cap <= SPARE_PAYLOAD_MAX) {
+            /* Only while frames may come: an ended or stopped session would keep it. */
+            if (!s->worker_started && !s->spare.data && b->payload.cap <= SPARE_PAYLOAD_MAX &&
+                s->state == S2_SESSION_OPEN && !s->rstatus.ended) {
                 s->spare = b->payload; /* the next frame's buffer (see spare) */
                 s->spare.len = 0;
                 s2_buf_init(&b->payload);
