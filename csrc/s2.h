@@ -124,6 +124,12 @@ void s2_free_secret(char *s);
 int s2_buf_reserve(s2_buf *b, size_t extra); /* 0, or -1 when out of memory */
 int s2_buf_append(s2_buf *b, const void *p, size_t n);
 int s2_buf_append_str(s2_buf *b, const char *s);
+/* Spare buffers (a drained batch's memory reused for the next one, sparing page faults):
+ * s2_buf_take moves b's memory out, leaving b empty; s2_buf_keep moves `from`'s memory into
+ * spare, emptied, when spare holds none and it is at most max bytes large (true), else
+ * leaves both as they are. */
+s2_buf s2_buf_take(s2_buf *b);
+bool s2_buf_keep(s2_buf *spare, s2_buf *from, size_t max);
 
 /* ---- Records and messages (s2_proto.c) ---------------------------------------------------
  * Decoded messages point into the buffer they were decoded from (no copies of bodies):

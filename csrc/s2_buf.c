@@ -15,6 +15,19 @@ void s2_buf_free(s2_buf *b) {
     s2_buf_init(b);
 }
 
+s2_buf s2_buf_take(s2_buf *b) {
+    s2_buf out = *b;
+    s2_buf_init(b);
+    return out;
+}
+
+bool s2_buf_keep(s2_buf *spare, s2_buf *from, size_t max) {
+    if (spare->data || !from->data || from->cap > max) return false;
+    *spare = s2_buf_take(from);
+    spare->len = 0;
+    return true;
+}
+
 int s2_buf_reserve(s2_buf *b, size_t extra) {
     if (extra > SIZE_MAX - b->len - 1) return -1;
     size_t need = b->len + extra + 1; /* +1 keeps room for a NUL terminator */

@@ -302,8 +302,7 @@ static void reader_fail(s2_read_session *s, const s2_error *err) {
         s->state = S2_SESSION_FAILED;
         s->failure = *err;
     }
-    s2_buf spare = s->spare; /* no frame comes any more */
-    s2_buf_init(&s->spare);
+    s2_buf spare = s2_buf_take(&s->spare); /* no frame comes any more */
     s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
@@ -496,8 +495,7 @@ static int take_batch(s2_read_session *s, const s2_frame *f, s2_error *err) {
     s2_rbatch *b = calloc(1, sizeof *b);
     if (!b) return s2_fail(err, S2_E_NOMEM, "out_of_memory", "out of memory reading");
     s2_runtime_lock(s->op.rt);
-    b->payload = s->spare; /* empty, or a drained batch's buffer (a heartbeat frees it) */
-    s2_buf_init(&s->spare);
+    b->payload = s2_buf_take(&s->spare); /* empty, or a drained batch's (a heartbeat frees it) */
     s2_runtime_unlock(s->op.rt);
     if (s2_buf_append(&b->payload, f->payload, f->len) != 0) {
         rbatch_free(b);
@@ -585,8 +583,7 @@ static void read_on_stream_close(s2_op *op, uint32_t h2_error) {
     s2_frame_decoder_free(&s->dec);
     s2_runtime_lock(s->op.rt);
     s->rstatus.ended = true;
-    s2_buf spare = s->spare;
-    s2_buf_init(&s->spare);
+    s2_buf spare = s2_buf_take(&s->spare);
     s2_reader_signal_locked(s);
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
@@ -617,13 +614,10 @@ int s2_read_session_next_batch(s2_read_session *s, double timeout, s2_sequenced_
             b->next = drained;
             drained = b;
             wake = true;
-            /* Only while frames may come: an ended or stopped session would keep it. */
-            if (!s->worker_started && !s->spare.data && b->payload.cap <= SPARE_PAYLOAD_MAX &&
-                s->state == S2_SESSION_OPEN && !s->rstatus.ended) {
-                s->spare = b->payload; /* the next frame's buffer (see spare) */
-                s->spare.len = 0;
-                s2_buf_init(&b->payload);
-            }
+            /* The next frame's buffer (see spare), only while frames may come: an ended or
+             * stopped session would keep it. */
+            if (!s->worker_started && s->state == S2_SESSION_OPEN && !s->rstatus.ended)
+                s2_buf_keep(&s->spare, &b->payload, SPARE_PAYLOAD_MAX);
             /* An SSE worker waits on cond for room in the queue (s2_sse.c wait_room). */
             if (s->worker_started) s2_runtime_broadcast(s->op.rt);
             b = s->rq_head;

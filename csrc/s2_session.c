@@ -893,14 +893,9 @@ void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
     s->stats.inflight_batches--;
     s->stats.batches_acked++;
     if (s->inflight_head || s->pending_head || seal_deadline_locked(s)) {
-        if (!s->spare.data && b->frame.cap <= SPARE_MAX) {
-            s->spare = b->frame;
-            s->spare.len = 0;
-            s2_buf_init(&b->frame);
-        }
+        s2_buf_keep(&s->spare, &b->frame, SPARE_MAX);
     } else { /* idle: keep nothing */
-        drop = s->spare;
-        s2_buf_init(&s->spare);
+        drop = s2_buf_take(&s->spare);
     }
     s2_runtime_broadcast(s->op.rt);
     s2_runtime_unlock(s->op.rt);
@@ -909,9 +904,7 @@ void s2_session_pop_acked(s2_append_session *s, const s2_append_ack *ack) {
 }
 
 s2_buf s2_session_take_spare_locked(s2_append_session *s) {
-    s2_buf b = s->spare;
-    s2_buf_init(&s->spare);
-    return b;
+    return s2_buf_take(&s->spare);
 }
 
 /* The server is going away (flag 0x10 on a frame): stop writing after the batch in progress,
