@@ -77,10 +77,10 @@ static int l_reader_next(lua_State *L) {
 
 /* Records are taken from the core CHUNK at most at a time, and one server batch at most at a
  * time: each call's are Lua tables before the next call (which frees the batch the previous
- * one drained). A list also ends once its bodies and headers reach LIST_BYTES: megabytes of fresh
+ * one drained). A list also ends once its records reach LIST_BYTES metered: megabytes of fresh
  * strings in one call (1000 records of 8 KiB) outgrow the cache and the collector's pace,
  * where a quarter MiB per call is reused as it frees the lists before. The first take is
- * FIRST_TAKE records; later ones are sized from the bodies seen so far. */
+ * FIRST_TAKE records; later ones are sized from the records seen so far. */
 #define CHUNK 256
 #define FIRST_TAKE 16
 #define LIST_BYTES (256u * 1024u)
@@ -176,9 +176,7 @@ static int push_batch(lua_State *L, s2_read_session *s, lua_Integer max, double 
     for (;;) {
         for (size_t j = 0; j < n; j++) {
             add_record(L, shape, base, ++i, &recs[j]);
-            bytes += recs[j].body_len + 1; /* + 1: a list of empty bodies ends too, at max */
-            for (size_t h = 0; h < recs[j].num_headers; h++)
-                bytes += recs[j].headers[h].name_len + recs[j].headers[h].value_len;
+            bytes += s2_sequenced_record_metered_bytes(&recs[j]);
         }
         if (i >= max || bytes >= LIST_BYTES) break;
         size_t room = (LIST_BYTES - bytes) / (bytes / (size_t)i) + 1;

@@ -189,6 +189,7 @@ typedef struct s2_read_batch {
 
 /* Metered size: 8 + 2 * headers + sum of name, value and body lengths. */
 size_t s2_record_metered_bytes(const s2_record *r);
+size_t s2_sequenced_record_metered_bytes(const s2_sequenced_record *r);
 
 /* Checks the batch limits (1..1000 records, <= 1 MiB metered, fencing token <= 36 bytes).
  * On success *metered (if not NULL) is the batch's metered size. */

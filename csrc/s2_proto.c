@@ -80,11 +80,19 @@ static size_t record_len(const s2_record *r) {
     return n;
 }
 
-size_t s2_record_metered_bytes(const s2_record *r) {
-    size_t n = S2_RECORD_OVERHEAD + r->body_len;
-    for (size_t i = 0; i < r->num_headers; i++)
-        n += S2_HEADER_OVERHEAD + r->headers[i].name_len + r->headers[i].value_len;
+static size_t metered(const s2_header *h, size_t num_headers, size_t body_len) {
+    size_t n = S2_RECORD_OVERHEAD + body_len;
+    for (size_t i = 0; i < num_headers; i++)
+        n += S2_HEADER_OVERHEAD + h[i].name_len + h[i].value_len;
     return n;
+}
+
+size_t s2_record_metered_bytes(const s2_record *r) {
+    return metered(r->headers, r->num_headers, r->body_len);
+}
+
+size_t s2_sequenced_record_metered_bytes(const s2_sequenced_record *r) {
+    return metered(r->headers, r->num_headers, r->body_len);
 }
 
 int s2_append_input_validate(const s2_append_input *in, size_t *metered, s2_error *err) {

@@ -425,13 +425,6 @@ static bool is_command(const s2_sequenced_record *r) {
     return r->num_headers == 1 && r->headers[0].name_len == 0;
 }
 
-static size_t metered(const s2_sequenced_record *r) {
-    size_t n = S2_RECORD_OVERHEAD + r->body_len;
-    for (size_t i = 0; i < r->num_headers; i++)
-        n += S2_HEADER_OVERHEAD + r->headers[i].name_len + r->headers[i].value_len;
-    return n;
-}
-
 /* Accounts a decoded batch (or heartbeat) and queues it for the caller. Returns 1 when
  * queued, 0 for a heartbeat (b is freed), -1 on an ordering violation (b is freed). */
 int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err) {
@@ -447,7 +440,7 @@ int s2_reader_enqueue(s2_read_session *s, s2_rbatch *b, s2_error *err) {
         s->have_next_seq = true;
         s->next_seq = r->seq_num + 1;
         s->got_count++;
-        s->got_bytes += metered(r);
+        s->got_bytes += s2_sequenced_record_metered_bytes(r);
     }
     if (n) {
         s->attempt = 0; /* progress */
