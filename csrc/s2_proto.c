@@ -342,7 +342,7 @@ static int decode_record(const uint8_t *p, size_t len, const record_shape *shape
     if (has_ts) *has_ts = false;
     /* The shape every server writes: seq_num, timestamp, body, in field order, no headers.
      * Anything else (or anything malformed) is left to the general loop below. */
-    if (rec && shape->f_seq == 1 && shape->f_ts == 2 && shape->f_body == 4) {
+    if (rec && shape == &sequenced_record_shape) {
         reader q = r;
         uint64_t seq, ts, blen;
         if (q.p < q.end && *q.p++ == (1 << 3 | WT_VARINT) && get_varint(&q, &seq) == 0 &&

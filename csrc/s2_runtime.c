@@ -1361,6 +1361,18 @@ static s2_op *op_list(s2_runtime *rt) {
 
 /* ---- the deadline heap: operations by their next deadline ------------------------------------- */
 
+/* Room for `need` entries in an array of operations (the heap, the turn), doubling. */
+static bool ops_reserve(s2_op ***v, size_t *cap, size_t need) {
+    if (need <= *cap) return true;
+    size_t n = *cap ? *cap * 2 : 64;
+    while (n < need) n *= 2;
+    s2_op **grown = realloc(*v, n * sizeof *grown);
+    if (!grown) return false;
+    *v = grown;
+    *cap = n;
+    return true;
+}
+
 static bool heap_less(s2_runtime *rt, size_t a, size_t b) {
     return rt->heap[a]->armed < rt->heap[b]->armed;
 }
@@ -1415,13 +1427,7 @@ static int arm(s2_runtime *rt, s2_op *op) {
         }
         return 0;
     }
-    if (rt->heap_len + 1 >= rt->heap_cap) {
-        size_t cap = rt->heap_cap ? rt->heap_cap * 2 : 64;
-        s2_op **grown = realloc(rt->heap, cap * sizeof *grown);
-        if (!grown) return -1;
-        rt->heap = grown;
-        rt->heap_cap = cap;
-    }
+    if (!ops_reserve(&rt->heap, &rt->heap_cap, rt->heap_len + 2)) return -1; /* 1-based */
     op->armed = d;
     op->heap_at = ++rt->heap_len;
     rt->heap[op->heap_at] = op;
@@ -1439,13 +1445,7 @@ static void touch(s2_op *op) { queue_op(op->rt, op); }
 static void touch_all(s2_runtime *rt) { atomic_store(&rt->all_ready, true); }
 
 static bool turn_push(s2_runtime *rt, s2_op *op) {
-    if (rt->turn_len == rt->turn_cap) {
-        size_t cap = rt->turn_cap ? rt->turn_cap * 2 : 64;
-        s2_op **grown = realloc(rt->turn, cap * sizeof *grown);
-        if (!grown) return false;
-        rt->turn = grown;
-        rt->turn_cap = cap;
-    }
+    if (!ops_reserve(&rt->turn, &rt->turn_cap, rt->turn_len + 1)) return false;
     rt->turn[rt->turn_len++] = op;
     return true;
 }
