@@ -11,10 +11,7 @@ local s2 = require "s2"
 local cjson = require "cjson"
 local F = require "support.fault_server"
 
-local function must(value, err)
-  if value == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return value
-end
+local must = H.must
 
 local function not_implemented(value, err)
   assert.is_nil(value)

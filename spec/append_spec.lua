@@ -10,12 +10,7 @@ local MiB = 1024 * 1024
 local NO_AUTO_CREATE = { create_stream_on_append = false, create_stream_on_read = false }
 
 -- Unwraps `value, err`, failing the test with the error's one-line text.
-local function must(value, err)
-  if value == nil then
-    error("unexpected failure: " .. tostring(err), 2)
-  end
-  return value
-end
+local must = H.must
 
 -- Expects `nil, err` and returns err.
 local function must_fail(value, err)

@@ -8,12 +8,7 @@ local s2 = require "s2"
 local MiB = 1024 * 1024
 local NO_AUTO_CREATE = { create_stream_on_append = false, create_stream_on_read = false }
 
-local function must(value, err)
-  if value == nil then
-    error("unexpected failure: " .. tostring(err), 2)
-  end
-  return value
-end
+local must = H.must
 
 local function contains(haystack, needle)
   return string.find(haystack, needle, 1, true) ~= nil

@@ -7,10 +7,7 @@
 local H = require "helper"
 local s2 = require "s2"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 local function must_fail(v, err, code)
   assert.is_nil(v, "expected a failure, got a result")

@@ -28,10 +28,7 @@ local function of_type(list, t)
   return out
 end
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 describe("observability events", function()
   local server

@@ -54,6 +54,12 @@ function H.new_stream(basin, tag)
   return basin:stream(name), name
 end
 
+-- v, or an error naming err at the caller: for calls that must not fail (nil, err).
+function H.must(v, err)
+  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
+  return v
+end
+
 -- Polls pred() (for what the API offers no wait, e.g. "the I/O thread got the tail") every
 -- 10 ms for up to `secs` (default 10); true once it held.
 function H.eventually(pred, secs)

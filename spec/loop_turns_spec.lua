@@ -7,10 +7,7 @@
 -- that is where production runs.
 local L = require "support.shaped_tls"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = require("helper").must
 
 describe("I/O loop turns", function()
   local link, client, basin

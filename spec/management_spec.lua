@@ -9,12 +9,7 @@ require "s2"
 
 local NO_AUTO_CREATE = { create_stream_on_append = false, create_stream_on_read = false }
 
-local function must(value, err)
-  if value == nil then
-    error("unexpected failure: " .. tostring(err), 2)
-  end
-  return value
-end
+local must = H.must
 
 local function must_fail(value, err)
   assert.is_nil(value, "expected a failure, got a result")

@@ -3,10 +3,7 @@
 local H = require "helper"
 local s2 = require "s2"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 local function bodies(stream)
   local batch = must(stream:read { seq_num = 0, count = 1000 })

@@ -2,10 +2,7 @@
 -- small userdata per record sharing its batch's ticket (issue 15).
 local H = require "helper"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 describe("producer:submit_many", function()
   local client, basin

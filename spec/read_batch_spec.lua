@@ -5,10 +5,7 @@ local H = require "helper"
 local P = require "support.fault_proxy"
 local T = require "support.ticker"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 local eventually, fill = H.eventually, H.fill
 

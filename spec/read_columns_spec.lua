@@ -7,10 +7,7 @@ local H = require "helper"
 local L = require "support.shaped_tls"
 local T = require "support.ticker"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 local eventually, fill = H.eventually, H.fill
 

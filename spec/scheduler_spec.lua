@@ -3,10 +3,7 @@
 local H = require "helper"
 local s2 = require "s2"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 local function open_fds()
   local n = 0

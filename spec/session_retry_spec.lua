@@ -8,10 +8,7 @@ local P = require "support.fault_proxy"
 local OUTAGE = 2
 local FOREVER = { max_attempts = math.huge, min_base_delay = 0.05, max_base_delay = 0.1 }
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 local function sleep(s) os.execute(("sleep %g"):format(s)) end
 

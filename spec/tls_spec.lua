@@ -3,10 +3,7 @@
 local s2 = require "s2"
 local S = require "support.s2lite"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = require("helper").must
 
 describe("TLS", function()
   local certs, server

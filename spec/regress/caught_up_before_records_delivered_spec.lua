@@ -7,10 +7,7 @@
 -- SDKs' is_caught_up), and a reconnect resets it until the new connection reports a tail.
 local H = require "helper"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 describe("regression: caught up reported before the records were delivered", function()
   it("stays false while received records wait in the buffer", function()

@@ -7,10 +7,7 @@
 local H = require "helper"
 local s2 = require "s2"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 -- Appends e to the list (a separate step: in `list[#list + 1] = f()` the key is taken before
 -- f() runs, and f() may yield to another coroutine that appends meanwhile).

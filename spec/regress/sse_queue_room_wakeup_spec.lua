@@ -10,10 +10,7 @@
 -- up before anything is taken.
 local H = require "helper"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 describe("regression: an SSE read session with a full queue", function()
   it("goes on reading once the caller drains it", function()

@@ -10,10 +10,7 @@
 local H = require "helper"
 local P = require "support.fault_proxy"
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 
 describe("regression: SSE read sessions report their own retry budget", function()
   it("retry events of a cut SSE read session carry the session's max_attempts", function()

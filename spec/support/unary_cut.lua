@@ -17,10 +17,7 @@ local M = {}
 local Env = {}
 Env.__index = Env
 
-local function must(v, err)
-  if v == nil then error("unexpected failure: " .. tostring(err), 2) end
-  return v
-end
+local must = H.must
 M.must = must
 
 function M.start(opts)
