@@ -158,6 +158,13 @@ describe("OpenResty never blocks the worker", function()
     assert.are.equal("ok 1 released", result)
   end)
 
+  it("reader:next_columns on a following read session yields until a record comes", function()
+    local name, tail = fresh_stream("readernextcols")
+    local result = assert_yields("reader:next_columns",
+      { op = "reader_next_columns", stream = name, seq = tail }, appending(name))
+    assert.are.equal("ok 1 released", result)
+  end)
+
   it("reader:wait_caught_up yields while the tail report is held", function()
     local name, tail = fresh_stream("waitcaughtup")
     local release = stalled()

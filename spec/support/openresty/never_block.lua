@@ -105,6 +105,16 @@ function OPS.reader_next_batch(a, mark)
   return err and describe(nil, err) or "err the read session ended"
 end
 
+function OPS.reader_next_columns(a, mark)
+  local reader, oerr = stream(a.stream):read_session { seq_num = tonumber(a.seq) }
+  if not reader then return describe(nil, oerr) end
+  mark()
+  local cols, err = reader:next_columns(10, 4)
+  reader:close()
+  if cols then return ("ok %d %s"):format(cols.n, cols.bodies[1]) end
+  return err and describe(nil, err) or "err the read session ended"
+end
+
 local function producer_with_one_record(name)
   local p, err = stream(name):producer { linger = 60 }
   if not p then return nil, err end
